@@ -1,0 +1,49 @@
+# earthembed: every target creates .venv on first use, so each is the only command a fresh
+# machine needs. `make demo` runs the main job on the built-in demo region; `make test` runs
+# ruff and the whole test suite (what .ci/run calls).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo_out
+JOBS ?= 2
+
+.PHONY: venv demo test lint format bench constraints clean
+
+$(STAMP): setup.py constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "$$(grep '^uv==' constraints.txt)"
+	$(BIN)/uv pip install --python $(BIN)/python -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/earthembed simulate --out $(DEMO_OUT)/sim --region demo --years 2023,2024 --seed 0
+	@echo "demo: simulated catalog at $(DEMO_OUT)/sim/catalog.json"
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all
+
+constraints: $(STAMP)
+	( echo '# Exact versions known to resolve together (Python 3.11, linux x86_64). Regenerate with `make constraints`.'; \
+	  $(BIN)/uv pip freeze --python $(BIN)/python | grep -v -E '^(-e |earthembed|pip==)' ) > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info .pytest_cache .ruff_cache

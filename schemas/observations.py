@@ -133,6 +133,9 @@ class Observations:
     point_ids: np.ndarray | None = None
     lon: np.ndarray | None = None
     lat: np.ndarray | None = None
+    # Reads that failed and were marked invalid instead of raising: "item/asset: reason".
+    # A job dead-letters a sample or chip whose observations carry errors.
+    errors: list[str] = dataclasses.field(default_factory=list)
 
     def __getitem__(self, source: str) -> SourceFrames:
         try:

@@ -1,0 +1,50 @@
+"""Pipeline construction: local runs on the FnApiRunner, option parsing."""
+
+import apache_beam as beam
+import pytest
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_jobs import runner
+
+
+def test_local_pipeline_runs_on_fnapi_runner():
+    opts = runner.pipeline_options([])
+    p = runner.create_pipeline(opts)
+    assert isinstance(p.runner, fn_runner.FnApiRunner)
+    with p:
+        out = p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * x) | beam.CombineGlobally(sum)
+        assert_that(out, equal_to([14]))
+
+
+def test_direct_runner_name_and_multiprocessing_options_stay_local():
+    opts = runner.pipeline_options(
+        [
+            "--runner",
+            "DirectRunner",
+            "--direct_num_workers",
+            "2",
+            "--direct_running_mode",
+            "multi_processing",
+        ]
+    )
+    assert runner.is_local(opts)
+    assert isinstance(runner.create_pipeline(opts).runner, fn_runner.FnApiRunner)
+    assert not runner.is_local(runner.pipeline_options(["--runner", "DataflowRunner"]))
+
+
+def test_parse_years():
+    assert runner.parse_years("2023,2024") == [2023, 2024]
+    assert runner.parse_years("2024, 2022-2023") == [2022, 2023, 2024]
+    for bad in ("", "20x3", "1800"):
+        with pytest.raises(ValueError, match="--years"):
+            runner.parse_years(bad)
+
+
+def test_year_and_period_bounds():
+    assert runner.year_bounds_ms(1970) == (0, 365 * 86_400_000)
+    assert runner.parse_period("1970-01-02/1970-01-03") == (86_400_000, 2 * 86_400_000)
+    with pytest.raises(ValueError, match="not after"):
+        runner.parse_period("2024-01-02/2024-01-01")
+    with pytest.raises(ValueError, match="--period"):
+        runner.parse_period("2024")

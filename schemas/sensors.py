@@ -94,6 +94,7 @@ class Mask:
     invalid_values: tuple[int, ...] = ()
     invalid_bits: tuple[int, ...] = ()
     resolution_m: float | None = None
+    encoding: Encoding | None = None  # how the quality layer is stored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +189,13 @@ SENTINEL2_L2A = Sensor(
     temporal="acquisition",
     # Scene classification: 0 nodata, 1 saturated, 2 dark area, 3 cloud shadow, 4 vegetation,
     # 5 not vegetated, 6 water, 7 unclassified, 8 cloud medium, 9 cloud high, 10 cirrus, 11 snow.
-    mask=Mask(kind="scl_classes", band="SCL", invalid_values=(0, 1, 3, 8, 9, 10), resolution_m=20),
+    mask=Mask(
+        kind="scl_classes",
+        band="SCL",
+        invalid_values=(0, 1, 3, 8, 9, 10),
+        resolution_m=20,
+        encoding=Encoding(dtype="uint8", nodata=0),
+    ),
     geometry=("sun_zenith", "sun_azimuth"),
     native_resolution_m=10,
     revisit_days=5,
@@ -223,7 +230,13 @@ LANDSAT_C2L2 = Sensor(
     temporal="acquisition",
     # QA_PIXEL bits: 0 fill, 1 dilated cloud, 2 cirrus, 3 cloud, 4 cloud shadow, 5 snow,
     # 6 clear, 7 water.
-    mask=Mask(kind="qa_bits", band="QA_PIXEL", invalid_bits=(0, 1, 2, 3, 4), resolution_m=30),
+    mask=Mask(
+        kind="qa_bits",
+        band="QA_PIXEL",
+        invalid_bits=(0, 1, 2, 3, 4),
+        resolution_m=30,
+        encoding=Encoding(dtype="uint16", nodata=1),  # bit 0 = fill
+    ),
     geometry=("sun_zenith", "sun_azimuth"),
     native_resolution_m=30,
     revisit_days=8,

@@ -1,0 +1,593 @@
+"""Training examples: the versioned tf.train.Example layout, its builder, encoder and parsers.
+
+One example is one patch of P x P pixels of the 10 m grid (P = 1 for a point of a point
+table) over a support period of up to a year, with up to T_max frames of every registry
+source, a valid period [t_s, t_e) inside the support period, its location and its targets.
+Every example holds every registry source, so the feature spec is fixed for a given
+(P, T_max); a source without observations is all padding.
+
+Features (C = the source's registry bands, G = its geometry fields, T = T_max for a
+time-varying source and 1 for a static one):
+
+| name                   | stored    | shape        | parsed  | meaning                            |
+|------------------------|-----------|--------------|---------|------------------------------------|
+| `schema_version`       | int64     | []           | int64   | SCHEMA_VERSION                     |
+| `sample_id`            | bytes     | []           | string  | unique id of the sample            |
+| `patch_size`           | int64     | []           | int64   | P                                  |
+| `max_frames`           | int64     | []           | int64   | T_max                              |
+| `support_period`       | int64     | [2]          | int64   | [start, end) ms of the input frames|
+| `valid_period`         | int64     | [2]          | int64   | [t_s, t_e) ms the embedding covers |
+| `location/epsg`        | int64     | []           | int64   | UTM zone of the patch grid         |
+| `location/x`, `/y`     | int64     | []           | int64   | top-left corner of the patch, m    |
+| `location/lon`, `/lat` | float     | []           | float32 | patch centre (or the point), deg   |
+| `location/point_id`    | bytes     | []           | string  | point id (point tables), else ''   |
+| `{s}/values`           | float     | [T, P, P, C] | float32 | model-transformed registry units   |
+| `{s}/valid`            | int64 0/1 | [T, P, P]    | bool    | pixel usable (all C bands finite)  |
+| `{s}/times_ms`         | int64     | [T]          | int64   | acquisition time, ms since epoch   |
+| `{s}/frame_valid`      | int64 0/1 | [T]          | bool    | frame present (not padding)        |
+| `{s}/band_valid`       | int64 0/1 | [T, C]       | bool    | band observed in that frame        |
+| `{s}/geometry`         | float     | [T, G]       | float32 | registry geometry fields (G > 0)   |
+| `target/landcover`     | int64     | [P, P]       | int64   | class id per pixel, -1 unknown     |
+| `target/class_id`      | int64     | []           | int64   | the patch's class, -1 unknown      |
+| `target/text`          | bytes     | []           | string  | that class's name, '' unknown      |
+
+Values are in registry units after each band's `sensors.model_transform` (log1p of mm/day for
+precipitation), float32. A band is valid in a frame when the frame has it at all (a product
+may lack a band: WorldCereal composites have no B8A); a pixel is valid where the reader
+marked it valid and every valid band of its frame is finite there; a value is usable where
+`valid[t, i, j] & band_valid[t, c]`, and every other value is stored as 0. Frames are sorted by time; real frames come
+first and padding frames (values 0, valid 0, times_ms 0, frame_valid 0) fill up to T_max.
+Only frames with at least one valid pixel are kept. Unknown geometry (NaN) is stored as 0.
+A static source (cop_dem) has one frame at `sensors.STATIC_TIME_MS`.
+
+This module imports no TF at import time (Beam workers and light tools import it):
+`example_features` / `serialize_example` build and encode examples with numpy and a small
+protobuf encoder, `decode_example` decodes them with numpy; only `tf_feature_spec` and
+`parse_examples` (for tf.data in model/) import TensorFlow, lazily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+
+from schemas import sensors
+from schemas.grid import PIXEL_SIZE_M, GridWindow, lonlat_to_utm, utm_epsg, utm_to_lonlat
+from schemas.observations import Observations, SourceFrames
+
+SCHEMA_VERSION = 1
+DEFAULT_PATCH_SIZE = 128
+# 16 frames of every source keep a 128 x 128 example near 20 MB before compression.
+DEFAULT_MAX_FRAMES = 16
+UNKNOWN_CLASS = -1
+
+StoredKind = Literal["float", "int64", "bytes"]
+
+
+# ------------------------------------------------------------------------------- layout
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureLayout:
+    """One feature: its name, shape, how tf.train.Example stores it and the parsed dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    stored: StoredKind
+    dtype: str  # numpy / TF dtype name after parsing: float32, int64, bool, bytes
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+def num_frames(source: str, max_frames: int) -> int:
+    """Frames a source has in an example: 1 for a static source, T_max otherwise."""
+    return 1 if sensors.get_sensor(source).is_static else int(max_frames)
+
+
+def feature_layout(
+    *, patch_size: int, max_frames: int, sources: Sequence[str] = sensors.SOURCE_IDS
+) -> dict[str, FeatureLayout]:
+    """The example's features for a patch size P and T_max, derived from the registry."""
+    if patch_size < 1 or max_frames < 1:
+        raise ValueError(f"patch_size and max_frames must be >= 1; got {patch_size}, {max_frames}")
+    p = int(patch_size)
+    out: list[FeatureLayout] = [
+        FeatureLayout("schema_version", (), "int64", "int64"),
+        FeatureLayout("sample_id", (), "bytes", "bytes"),
+        FeatureLayout("patch_size", (), "int64", "int64"),
+        FeatureLayout("max_frames", (), "int64", "int64"),
+        FeatureLayout("support_period", (2,), "int64", "int64"),
+        FeatureLayout("valid_period", (2,), "int64", "int64"),
+        FeatureLayout("location/epsg", (), "int64", "int64"),
+        FeatureLayout("location/x", (), "int64", "int64"),
+        FeatureLayout("location/y", (), "int64", "int64"),
+        FeatureLayout("location/lon", (), "float", "float32"),
+        FeatureLayout("location/lat", (), "float", "float32"),
+        FeatureLayout("location/point_id", (), "bytes", "bytes"),
+    ]
+    for source in sources:
+        sensor = sensors.get_sensor(source)
+        t = num_frames(source, max_frames)
+        c = len(sensor.bands)
+        out += [
+            FeatureLayout(f"{source}/values", (t, p, p, c), "float", "float32"),
+            FeatureLayout(f"{source}/valid", (t, p, p), "int64", "bool"),
+            FeatureLayout(f"{source}/times_ms", (t,), "int64", "int64"),
+            FeatureLayout(f"{source}/frame_valid", (t,), "int64", "bool"),
+            FeatureLayout(f"{source}/band_valid", (t, c), "int64", "bool"),
+        ]
+        if sensor.geometry:
+            out.append(
+                FeatureLayout(f"{source}/geometry", (t, len(sensor.geometry)), "float", "float32")
+            )
+    out += [
+        FeatureLayout("target/landcover", (p, p), "int64", "int64"),
+        FeatureLayout("target/class_id", (), "int64", "int64"),
+        FeatureLayout("target/text", (), "bytes", "bytes"),
+    ]
+    return {f.name: f for f in out}
+
+
+def raw_bytes_per_example(
+    *, patch_size: int, max_frames: int, sources: Sequence[str] = sensors.SOURCE_IDS
+) -> int:
+    """Approximate serialized size before compression (4 bytes a float, 1 a mask value)."""
+    total = 0
+    for f in feature_layout(patch_size=patch_size, max_frames=max_frames, sources=sources).values():
+        total += f.size * (4 if f.stored == "float" else 1 if f.dtype == "bool" else 8)
+    return total
+
+
+# ------------------------------------------------------------------------------- location
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """Where an example lies: the patch's top-left grid corner and its centre in lon/lat."""
+
+    epsg: int
+    x: int  # top-left corner of the patch in zone metres (a multiple of 10)
+    y: int
+    lon: float  # patch centre, or the point itself for point examples
+    lat: float
+    point_id: str = ""
+
+
+def location_for_window(window: GridWindow) -> Location:
+    """The Location of a patch window (its corner and the lon/lat of its centre)."""
+    cx = window.x0 + window.width * window.pixel_size / 2.0
+    cy = window.y0 - window.height * window.pixel_size / 2.0
+    lon, lat = utm_to_lonlat(cx, cy, window.epsg)
+    return Location(
+        window.epsg, int(round(window.x0)), int(round(window.y0)), float(lon), float(lat)
+    )
+
+
+def location_for_point(lon: float, lat: float, point_id: str = "") -> Location:
+    """The Location of a point: the 10 m pixel of its UTM zone that contains it."""
+    epsg = utm_epsg(lon, lat)
+    x, y = lonlat_to_utm(lon, lat, epsg)
+    x0 = int(np.floor(x / PIXEL_SIZE_M) * PIXEL_SIZE_M)
+    y0 = int(np.ceil(y / PIXEL_SIZE_M) * PIXEL_SIZE_M)
+    return Location(epsg, x0, y0, float(lon), float(lat), str(point_id))
+
+
+# ------------------------------------------------------------------------------- building
+
+
+def select_frames(
+    clear_fraction: np.ndarray, max_frames: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Indices (ascending) of at most `max_frames` frames, preferring clear ones.
+
+    Frames with no clear pixel are never chosen. When more frames qualify, they are drawn
+    without replacement with probability weights equal to their clear fraction
+    (Efraimidis-Spirakis keys log(u) / w), which prefers clear frames yet keeps the draw
+    spread over the period; `rng` makes the choice reproducible.
+    """
+    w = np.asarray(clear_fraction, dtype=np.float64)
+    candidates = np.flatnonzero(w > 0)
+    if len(candidates) <= max_frames:
+        return candidates
+    u = rng.random(len(candidates))
+    keys = np.log(np.maximum(u, 1e-300)) / w[candidates]
+    chosen = candidates[np.argsort(-keys, kind="stable")[:max_frames]]
+    return np.sort(chosen)
+
+
+def valid_masks(valid: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reader mask (T, H, W) and values (T, H, W, C) -> the example's (valid, band_valid).
+
+    A band is present in a frame (band_valid (T, C)) when it is finite at some pixel the
+    reader marked valid; a pixel is valid (T, H, W) when the reader marked it valid and every
+    band present in its frame is finite there. A value is usable where both say so: a product
+    without a band (WorldCereal has no B8A) keeps its other bands.
+    """
+    finite = np.isfinite(values)
+    seen = valid[..., None] & finite
+    band_valid = seen.reshape(seen.shape[0], -1, seen.shape[-1]).any(axis=1)
+    ok = (
+        valid
+        & np.all(finite | ~band_valid[:, None, None, :], axis=-1)
+        & band_valid.any(-1)[:, None, None]
+    )
+    return ok, band_valid
+
+
+def _source_arrays(
+    frames: SourceFrames | None,
+    *,
+    source: str,
+    patch_size: int,
+    max_frames: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """One source's padded feature arrays (see the module table)."""
+    sensor = sensors.get_sensor(source)
+    t_max = num_frames(source, max_frames)
+    c, g = len(sensor.bands), len(sensor.geometry)
+    values = np.zeros((t_max, patch_size, patch_size, c), dtype=np.float32)
+    valid = np.zeros((t_max, patch_size, patch_size), dtype=bool)
+    times = np.zeros((t_max,), dtype=np.int64)
+    frame_valid = np.zeros((t_max,), dtype=bool)
+    band_valid = np.zeros((t_max, c), dtype=bool)
+    geometry = np.zeros((t_max, g), dtype=np.float32)
+    if frames is not None and frames.num_frames > 0:
+        if frames.spatial_shape != (patch_size, patch_size):
+            raise ValueError(
+                f"{source}: frames are {frames.spatial_shape} px, the patch is "
+                f"{patch_size} x {patch_size}"
+            )
+        frames = frames.with_registry_bands()
+        v = sensors.model_transform(source, frames.values)
+        ok, has_band = valid_masks(frames.valid, v)
+        order = np.argsort(frames.times_ms, kind="stable")
+        clear = ok.reshape(ok.shape[0], -1).mean(axis=1)[order]
+        idx = order[select_frames(clear, t_max, rng)]
+        n = len(idx)
+        keep = ok[idx][..., None] & has_band[idx][:, None, None, :]
+        values[:n] = np.where(keep, v[idx], 0.0)
+        valid[:n] = ok[idx]
+        band_valid[:n] = has_band[idx]
+        times[:n] = frames.times_ms[idx]
+        frame_valid[:n] = True
+        for j, name in enumerate(sensor.geometry):
+            geometry[:n, j] = np.nan_to_num(frames.geometry[name][idx], nan=0.0)
+    out = {
+        f"{source}/values": values,
+        f"{source}/valid": valid,
+        f"{source}/times_ms": times,
+        f"{source}/frame_valid": frame_valid,
+        f"{source}/band_valid": band_valid,
+    }
+    if g:
+        out[f"{source}/geometry"] = geometry
+    return out
+
+
+def example_features(
+    obs: Observations,
+    *,
+    t_start_ms: int,
+    t_end_ms: int,
+    max_frames: int,
+    location: Location,
+    support_ms: tuple[int, int] | None = None,
+    landcover: np.ndarray | None = None,
+    class_id: int | None = None,
+    class_names: Mapping[int, str] | None = None,
+    sample_id: str = "",
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Observations of one patch (or one point) -> the example's feature arrays.
+
+    Args:
+      obs: every source over a P x P window, or over one point (H = W = 1), in registry units.
+      t_start_ms, t_end_ms: the valid period [t_s, t_e) the embedding summarizes.
+      max_frames: T_max; at most this many frames per source are kept (clear ones preferred).
+      location: where the patch lies (`location_for_window` / `location_for_point`).
+      support_ms: [start, end) of the input frames; frames outside are dropped. Defaults to
+        the valid period.
+      landcover: (P, P) integer class ids, negative = unknown; None = all unknown.
+      class_id: the patch's class; defaults to the land cover at the patch centre.
+      class_names: class id -> name, for `target/text`.
+      sample_id: stored as `sample_id`.
+      seed: makes the frame selection reproducible.
+
+    Returns:
+      name -> numpy array with the layout of `feature_layout(patch_size=P, max_frames=...)`.
+    """
+    if t_end_ms <= t_start_ms:
+        raise ValueError(f"valid period end {t_end_ms} is not after start {t_start_ms}")
+    h, w = obs.spatial_shape
+    if h != w:
+        raise ValueError(f"examples are square; observations are {h} x {w} px")
+    p = h
+    support = (int(t_start_ms), int(t_end_ms)) if support_ms is None else tuple(support_ms)
+    feats: dict[str, np.ndarray] = {
+        "schema_version": np.array(SCHEMA_VERSION, np.int64),
+        "sample_id": np.array(sample_id.encode(), dtype=object),
+        "patch_size": np.array(p, np.int64),
+        "max_frames": np.array(max_frames, np.int64),
+        "support_period": np.array(support, np.int64),
+        "valid_period": np.array([t_start_ms, t_end_ms], np.int64),
+        "location/epsg": np.array(location.epsg, np.int64),
+        "location/x": np.array(location.x, np.int64),
+        "location/y": np.array(location.y, np.int64),
+        "location/lon": np.array(location.lon, np.float32),
+        "location/lat": np.array(location.lat, np.float32),
+        "location/point_id": np.array(location.point_id.encode(), dtype=object),
+    }
+    for k, source in enumerate(sensors.SOURCE_IDS):
+        frames = obs.sources.get(source)
+        if frames is not None:
+            frames = frames.select_time(*support)
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, k])
+        feats.update(
+            _source_arrays(frames, source=source, patch_size=p, max_frames=max_frames, rng=rng)
+        )
+    if landcover is None:
+        lc = np.full((p, p), UNKNOWN_CLASS, np.int64)
+    else:
+        lc = np.asarray(landcover, dtype=np.int64).reshape(p, p)
+        lc = np.where(lc < 0, UNKNOWN_CLASS, lc)
+    if class_id is None:
+        class_id = int(lc[p // 2, p // 2])
+    text = (class_names or {}).get(int(class_id), "") if class_id >= 0 else ""
+    feats["target/landcover"] = lc
+    feats["target/class_id"] = np.array(class_id, np.int64)
+    feats["target/text"] = np.array(text.encode(), dtype=object)
+    return feats
+
+
+def example_from_observations(
+    obs: Observations,
+    *,
+    t_start_ms: int,
+    t_end_ms: int,
+    max_frames: int,
+    location: Location,
+    support_ms: tuple[int, int] | None = None,
+    landcover: np.ndarray | None = None,
+    class_id: int | None = None,
+    class_names: Mapping[int, str] | None = None,
+    sample_id: str = "",
+    seed: int = 0,
+) -> bytes:
+    """`example_features` (same arguments) serialized as a tf.train.Example."""
+    return serialize_example(
+        example_features(
+            obs,
+            t_start_ms=t_start_ms,
+            t_end_ms=t_end_ms,
+            max_frames=max_frames,
+            location=location,
+            support_ms=support_ms,
+            landcover=landcover,
+            class_id=class_id,
+            class_names=class_names,
+            sample_id=sample_id,
+            seed=seed,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------- encoding
+# tf.train.Example wire format: Example{1: Features{1: repeated MapEntry{1: key, 2: Feature}}},
+# Feature{1: BytesList{1: repeated bytes}, 2: FloatList{1: packed float}, 3: Int64List{1:
+# packed varint}}. Writing it with numpy keeps TF out of the Beam workers that build examples.
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    n &= (1 << 64) - 1
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _len_field(field: int, payload: bytes) -> bytes:
+    return _varint((field << 3) | 2) + _varint(len(payload)) + payload
+
+
+def encode_varints(values: np.ndarray) -> bytes:
+    """int64 values -> concatenated protobuf varints (negatives as 10-byte two's complement)."""
+    v = np.ascontiguousarray(values, dtype=np.int64).ravel()
+    if v.size == 0:
+        return b""
+    if v.min() >= 0 and v.max() < 0x80:
+        return v.astype(np.uint8).tobytes()
+    u = v.view(np.uint64)
+    groups = np.stack([(u >> np.uint64(7 * k)) & np.uint64(0x7F) for k in range(10)], axis=1)
+    nonzero = groups != 0
+    length = np.where(nonzero.any(axis=1), 10 - np.argmax(nonzero[:, ::-1], axis=1), 1)
+    k = np.arange(10)[None, :]
+    groups = groups.astype(np.uint8) | np.where(k < (length[:, None] - 1), 0x80, 0).astype(np.uint8)
+    return groups[k < length[:, None]].tobytes()
+
+
+def decode_varints(data: bytes) -> np.ndarray:
+    """Concatenated protobuf varints -> int64 values."""
+    b = np.frombuffer(data, dtype=np.uint8)
+    if b.size == 0:
+        return np.zeros((0,), np.int64)
+    if not (b & 0x80).any():
+        return b.astype(np.int64)
+    ends = np.flatnonzero((b & 0x80) == 0)
+    if len(ends) == 0 or ends[-1] != len(b) - 1:
+        raise ValueError("truncated varint")
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    value_of_byte = np.repeat(np.arange(len(starts)), ends - starts + 1)
+    pos = np.arange(len(b)) - starts[value_of_byte]
+    shifted = (b & 0x7F).astype(np.uint64) << (np.uint64(7) * pos.astype(np.uint64))
+    return np.bitwise_or.reduceat(shifted, starts).view(np.int64)
+
+
+def _feature_bytes(value: np.ndarray) -> bytes:
+    a = np.asarray(value)
+    if a.dtype.kind in "OSU":
+        items = [x if isinstance(x, bytes) else str(x).encode() for x in a.ravel().tolist()]
+        return _len_field(1, b"".join(_len_field(1, x) for x in items))
+    if a.dtype.kind == "f":
+        return _len_field(2, _len_field(1, np.ascontiguousarray(a, dtype="<f4").tobytes()))
+    if a.dtype.kind in "iub":
+        return _len_field(3, _len_field(1, encode_varints(a.astype(np.int64))))
+    raise TypeError(f"cannot store dtype {a.dtype} in a tf.train.Example")
+
+
+def serialize_example(features: Mapping[str, np.ndarray]) -> bytes:
+    """Feature arrays -> a serialized tf.train.Example (float -> float_list, int/bool ->
+    int64_list, bytes/str -> bytes_list; arrays flattened row-major)."""
+    entries = []
+    for name in sorted(features):
+        entry = _len_field(1, name.encode()) + _len_field(2, _feature_bytes(features[name]))
+        entries.append(_len_field(1, entry))
+    return _len_field(1, b"".join(entries))
+
+
+def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        if i >= len(buf):
+            raise ValueError("truncated protobuf")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def _fields(buf: bytes) -> list[tuple[int, int, bytes | int]]:
+    """(field number, wire type, payload) of a message's top-level fields."""
+    out, i = [], 0
+    while i < len(buf):
+        key, i = _read_varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 2:
+            n, i = _read_varint(buf, i)
+            out.append((field, wire, buf[i : i + n]))
+            i += n
+        elif wire == 0:
+            v, i = _read_varint(buf, i)
+            out.append((field, wire, v))
+        elif wire == 5:
+            out.append((field, wire, buf[i : i + 4]))
+            i += 4
+        elif wire == 1:
+            out.append((field, wire, buf[i : i + 8]))
+            i += 8
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+    return out
+
+
+def _decode_feature(buf: bytes) -> np.ndarray:
+    for kind, _, payload in _fields(buf):
+        items = _fields(payload)
+        if kind == 1:
+            return np.array([bytes(p) for _, _, p in items], dtype=object)
+        if kind == 2:
+            # Packed (wire type 2) and unpacked (wire type 5) floats are both little-endian f4.
+            parts = [np.frombuffer(p, "<f4") for _, _, p in items]
+            return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+        if kind == 3:
+            parts = [
+                decode_varints(p) if w == 2 else np.array([p], np.uint64).view(np.int64)
+                for _, w, p in items
+            ]
+            return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return np.zeros(0, np.float32)
+
+
+def decode_example(data: bytes) -> dict[str, np.ndarray]:
+    """A serialized example -> name -> numpy array shaped and typed as `feature_layout` says.
+
+    Features not in the layout (P and T_max are read from the example itself) come back flat.
+    Bytes features come back as Python bytes scalars (0-d object arrays).
+    """
+    flat: dict[str, np.ndarray] = {}
+    for _, _, features in _fields(data):
+        for _, _, entry in _fields(features):
+            name, value = "", b""
+            for f, _, payload in _fields(entry):
+                if f == 1:
+                    name = bytes(payload).decode()
+                elif f == 2:
+                    value = payload
+            flat[name] = _decode_feature(value)
+    try:
+        p = int(flat["patch_size"][0])
+        t = int(flat["max_frames"][0])
+    except (KeyError, IndexError):
+        raise ValueError("not an earthembed example: no patch_size / max_frames") from None
+    layout = feature_layout(patch_size=p, max_frames=t)
+    out = {}
+    for name, arr in flat.items():
+        spec = layout.get(name)
+        if spec is None:
+            out[name] = arr
+            continue
+        if arr.size != spec.size:
+            raise ValueError(f"{name}: {arr.size} values, layout {spec.shape} needs {spec.size}")
+        if spec.dtype == "bytes":
+            out[name] = arr.reshape(spec.shape) if spec.shape else np.array(arr[0], dtype=object)
+        else:
+            out[name] = arr.reshape(spec.shape).astype(spec.dtype)
+    return out
+
+
+# ------------------------------------------------------------------------------- TensorFlow
+
+
+def tf_feature_spec(
+    *, patch_size: int, max_frames: int, sources: Sequence[str] = sensors.SOURCE_IDS
+) -> dict:
+    """name -> tf.io.FixedLenFeature for `tf.io.parse_example` (imports TensorFlow)."""
+    import tensorflow as tf
+
+    kinds = {"float": tf.float32, "int64": tf.int64, "bytes": tf.string}
+    return {
+        name: tf.io.FixedLenFeature(list(f.shape), kinds[f.stored])
+        for name, f in feature_layout(
+            patch_size=patch_size, max_frames=max_frames, sources=sources
+        ).items()
+    }
+
+
+def parse_examples(
+    serialized,
+    *,
+    patch_size: int,
+    max_frames: int,
+    sources: Sequence[str] = sensors.SOURCE_IDS,
+) -> dict:
+    """Serialized examples (a [B] or scalar string tensor) -> name -> tf.Tensor.
+
+    Shapes are those of `feature_layout` (with a leading batch dimension for a [B] input);
+    masks (`valid`, `frame_valid`) come back as tf.bool, the rest as stored. Use it in
+    tf.data: `ds.batch(B).map(functools.partial(parse_examples, patch_size=P, max_frames=T))`.
+    """
+    import tensorflow as tf
+
+    spec = tf_feature_spec(patch_size=patch_size, max_frames=max_frames, sources=sources)
+    serialized = tf.convert_to_tensor(serialized, dtype=tf.string)
+    if serialized.shape.rank == 0:
+        parsed = tf.io.parse_single_example(serialized, spec)
+    else:
+        parsed = tf.io.parse_example(serialized, spec)
+    layout = feature_layout(patch_size=patch_size, max_frames=max_frames, sources=sources)
+    out = {}
+    for name, tensor in parsed.items():
+        out[name] = tf.cast(tensor, tf.bool) if layout[name].dtype == "bool" else tensor
+    return out

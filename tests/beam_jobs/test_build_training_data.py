@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from beam_jobs import build_training_data as btd
-from beam_jobs import runner
+from beam_jobs import runner, simulate
 from beam_jobs.inspect_tfrecords import iter_records
 from schemas import composite, examples, sensors
 from schemas.grid import GridWindow
@@ -202,15 +202,8 @@ def _parse_all_with_tf(records: list[bytes], patch_size: int, max_frames: int) -
 
 
 @pytest.fixture(scope="module")
-def realdata_root(request) -> Path:
-    """shared/realdata (the conftest fixture when present; the same path otherwise)."""
-    try:
-        return request.getfixturevalue("realdata_dir")
-    except pytest.FixtureLookupError:
-        path = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
-        if not path.is_dir():
-            pytest.skip(f"no real data at {path}")
-        return path
+def realdata_root(realdata_dir) -> Path:
+    return realdata_dir
 
 
 @pytest.fixture(scope="module")
@@ -299,20 +292,11 @@ def test_rerun_refuses_existing_build(points_build):
 # ------------------------------------------------------------------------------- simulated
 
 
-def _simulate():
-    try:
-        from beam_jobs import simulate
-    except ImportError:
-        pytest.skip("beam_jobs.simulate is not available yet")
-    return simulate
-
-
 SIM_ARGS = ["--size-km", "0.64", "--seed", "0", "--cloud-cover", "0.3"]
 
 
 @pytest.fixture(scope="module")
 def sim_catalog(tmp_path_factory) -> Path:
-    simulate = _simulate()
     out = tmp_path_factory.mktemp("sim")
     simulate.run(["--out", str(out), "--region", "demo", "--years", "2023,2024", *SIM_ARGS])
     return out / "catalog.json"

@@ -408,7 +408,6 @@ def test_run_points_dataset_with_a_toy_embedder(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_run_sim_end_to_end(tmp_path):
-    pytest.importorskip("beam_jobs.simulate")
     argv = ["--dataset", "sim:7:temperate", "--sim-size-km", "0.64", "--block", "8"]
     assert quality.run([*argv, "--repeats", "2", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results.json").read_text())

@@ -314,6 +314,18 @@ def model_transform(source_id: str, values: np.ndarray) -> np.ndarray:
     return out
 
 
+def slope_degrees(elevation: np.ndarray, pixel_size: float) -> np.ndarray:
+    """cop_dem's derived `slope` band: degrees from an (H, W) elevation grid (central differences).
+
+    The one definition, used by readers (slope on the target grid) and the simulator (truth).
+    """
+    z = np.asarray(elevation, dtype=np.float64)
+    if min(z.shape) < 2:
+        return np.full(z.shape, np.nan, dtype=np.float32)
+    dz_dy, dz_dx = np.gradient(z, pixel_size)
+    return np.degrees(np.arctan(np.hypot(dz_dx, dz_dy))).astype(np.float32)
+
+
 def mask_from_quality(sensor: Sensor, quality: np.ndarray) -> np.ndarray:
     """Quality layer (SCL classes or QA bits) -> boolean clear mask (True = usable)."""
     q = np.asarray(quality)

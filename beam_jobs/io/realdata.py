@@ -32,7 +32,7 @@ import numpy as np
 import xarray as xr
 
 from beam_jobs.io.points import observations_to_point_table
-from beam_jobs.io.stac import datetime_to_ms, slope_degrees
+from beam_jobs.io.stac import datetime_to_ms
 from schemas import sensors
 from schemas.grid import GridWindow
 from schemas.observations import Observations, SourceFrames
@@ -258,7 +258,7 @@ def read_eolearn(directory: str | Path) -> EolearnSample:
     frames = {s2.id: SourceFrames(s2.id, values, valid, times[t_idx])}
 
     cop = sensors.get_sensor("cop_dem")
-    dem_values = np.stack([dem, slope_degrees(dem, window.pixel_size)], axis=-1)[None]
+    dem_values = np.stack([dem, sensors.slope_degrees(dem, window.pixel_size)], axis=-1)[None]
     dem_values = dem_values[..., [("elevation", "slope").index(b) for b in cop.band_names]]
     frames[cop.id] = SourceFrames(
         cop.id, dem_values, np.isfinite(dem)[None], [sensors.STATIC_TIME_MS]

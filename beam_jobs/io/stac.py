@@ -302,15 +302,6 @@ class StacCatalog:
 # ---------------------------------------------------------------------------------- reading
 
 
-def slope_degrees(elevation: np.ndarray, pixel_size: float) -> np.ndarray:
-    """Terrain slope in degrees from an (H, W) elevation grid (central differences)."""
-    z = np.asarray(elevation, dtype=np.float64)
-    if min(z.shape) < 2:
-        return np.full(z.shape, np.nan, dtype=np.float32)
-    dz_dy, dz_dx = np.gradient(z, pixel_size)
-    return np.degrees(np.arctan(np.hypot(dz_dx, dz_dy))).astype(np.float32)
-
-
 def _padded(window: GridWindow, pad: int) -> GridWindow:
     return window.subwindow(-pad, -pad, window.height + 2 * pad, window.width + 2 * pad)
 
@@ -460,7 +451,7 @@ def _read_item(
     for band in sensor.bands:
         if band.derived_from == "elevation" and band.name == "slope":
             elev = values[..., sensor.band_index("elevation")]
-            values[..., sensor.band_index(band.name)] = slope_degrees(elev, dst.pixel_size)
+            values[..., sensor.band_index(band.name)] = sensors.slope_degrees(elev, dst.pixel_size)
     idx = [sensor.band_index(b.name) for b in stored]
     valid = np.isfinite(values[..., idx]).all(axis=-1)
     if sensor.mask.band is not None:

@@ -366,7 +366,7 @@ def clear_sky_truth(
         return (10.0 * np.log10(s1_linear_truth(region, window, time_ms))).astype(np.float32)
     if source_id == "cop_dem":
         elev = W.elevation_grid(region, window)
-        return np.stack([elev, W.slope_degrees(elev, window.pixel_size)], axis=-1)
+        return np.stack([elev, sensors.slope_degrees(elev, window.pixel_size)], axis=-1)
     if source_id == "era5_land":
         lon0, lat1, nx, ny = era5_grid(region)
         x, y = window.pixel_centers()

@@ -563,12 +563,6 @@ def elevation_points(region: SimRegion, x: np.ndarray, y: np.ndarray) -> np.ndar
     return np.maximum(b.elev_base + b.elev_amp * elevation_z(x, y, region.seed), 1.0)
 
 
-def slope_degrees(elevation: np.ndarray, pixel_size: float) -> np.ndarray:
-    """Slope (deg) of an elevation grid by central differences."""
-    gy, gx = np.gradient(elevation.astype(np.float64), pixel_size)
-    return np.degrees(np.arctan(np.hypot(gx, gy))).astype(np.float32)
-
-
 # ---------------------------------------------------------------------------------- climate
 
 

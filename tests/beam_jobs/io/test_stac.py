@@ -414,9 +414,9 @@ def test_unknown_source_and_band(catalog):
 
 def test_slope_degrees_hand_computed():
     z = np.add.outer(np.zeros(5), 10.0 * np.arange(5))  # 10 m rise per 10 m pixel, eastward
-    np.testing.assert_allclose(stac.slope_degrees(z, 10.0), 45.0, atol=1e-6)
+    np.testing.assert_allclose(sensors.slope_degrees(z, 10.0), 45.0, atol=1e-6)
     z = np.add.outer(-np.sqrt(3) * 10.0 * np.arange(4), np.zeros(4))  # falling southward
-    np.testing.assert_allclose(stac.slope_degrees(z, 10.0), 60.0, atol=1e-6)
+    np.testing.assert_allclose(sensors.slope_degrees(z, 10.0), 60.0, atol=1e-6)
 
 
 def test_item_without_band_assets_is_an_error(fresh):

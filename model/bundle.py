@@ -1,0 +1,277 @@
+"""Loading a model bundle and embedding observations with it.
+
+    from model import load_bundle
+    bundle = load_bundle("model/weights/tiny")
+    emb = bundle.embed(observations)                 # (H * W, 64), benchmarks/quality contract
+    x = bundle.prepare(chip_obs, t_start_ms=a, t_end_ms=b)    # one square chip -> inputs
+    out = bundle.embed_batch(bundle.pad_batch([x, ...], 8))   # (8, P, P, 64)
+
+Inputs are built by `schemas.examples.example_features` (the training examples' own
+builder: the same frame choice, transforms and masks) and normalized with the stats the
+model was trained with, so inference sees what training saw. `embed_batch` is jit-compiled
+once per input shape; keep shapes fixed (one chip size, padded batches) to compile once.
+Pixels without a single valid observation come out as NaN rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from model import export, features
+from schemas import examples
+from schemas.observations import Observations
+
+DEFAULT_CHIP = 128
+DEFAULT_HALO = 16
+_NO_LOCATION = examples.Location(0, 0, 0, 0.0, 0.0)
+
+
+class BundleError(ValueError):
+    """A bundle that is missing files, has a wrong digest or an unknown format."""
+
+
+def _year_period(obs: Observations) -> tuple[int, int]:
+    """The calendar year of the observations' median acquisition time (a default period)."""
+    times = np.concatenate(
+        [f.times_ms for f in obs.sources.values() if f.num_frames and f.times_ms.max() > 0]
+        or [np.array([0], np.int64)]
+    )
+    year = dt.datetime.fromtimestamp(float(np.median(times)) / 1000, dt.UTC).year
+    start = dt.datetime(year, 1, 1, tzinfo=dt.UTC)
+    end = dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC)
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+@dataclasses.dataclass
+class Bundle:
+    """A loaded model: its config, stats, parameters and a compiled embedding function."""
+
+    path: str
+    meta: dict
+    config: dict
+    stats: dict
+    params: dict
+    compute_dtype: str = "float32"
+
+    def __post_init__(self):
+        import jax
+        import ml_collections
+
+        from model import modules
+
+        cfg = ml_collections.ConfigDict(self.config)
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"compute_dtype must be float32 or bfloat16; got {self.compute_dtype}")
+        cfg.model.dtype = self.compute_dtype
+        self._model = modules.create_model(cfg)
+        self._norm = features.normalizer(
+            self.stats, std_floor=float(self.config.get("train", {}).get("std_floor", 1e-3))
+        )
+        model = self._model
+
+        def encode(params, inputs):
+            mu, observed = model.apply({"params": params}, inputs, method=model.encode)
+            return mu, observed
+
+        self._encode = jax.jit(encode)
+
+    @property
+    def version(self) -> str:
+        return str(self.meta["version"])
+
+    @property
+    def sha256(self) -> str:
+        return str(self.meta["sha256"])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.config["model"]["embedding_dim"])
+
+    @property
+    def max_frames(self) -> int:
+        return int(self.config["model"]["max_frames"])
+
+    # ----------------------------------------------------------------------- inputs
+
+    def prepare(
+        self, obs: Observations, *, t_start_ms: int, t_end_ms: int, seed: int = 0
+    ) -> dict[str, np.ndarray]:
+        """One square window -> the example arrays the model reads (no batch dimension)."""
+        h, w = obs.spatial_shape
+        if h != w:
+            raise ValueError(f"prepare needs a square window; got {h} x {w} px (use embed)")
+        feats = examples.example_features(
+            obs,
+            t_start_ms=int(t_start_ms),
+            t_end_ms=int(t_end_ms),
+            max_frames=self.max_frames,
+            location=_NO_LOCATION,
+            seed=seed,
+        )
+        return {k: feats[k] for k in features.example_keys()}
+
+    def prepare_points(
+        self, obs: Observations, *, t_start_ms: int, t_end_ms: int
+    ) -> dict[str, np.ndarray]:
+        """A point set (H = N, W = 1) -> stacked P = 1 inputs, leading dimension N."""
+        n, _ = obs.spatial_shape
+        items = []
+        for i in range(n):
+            one = Observations(
+                sources={s: f.crop(slice(i, i + 1), slice(0, 1)) for s, f in obs.sources.items()},
+                point_ids=np.array([f"p{i}"]),
+            )
+            items.append(self.prepare(one, t_start_ms=t_start_ms, t_end_ms=t_end_ms, seed=i))
+        return self.stack(items)
+
+    @staticmethod
+    def stack(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {k: np.stack([it[k] for it in items]) for k in items[0]}
+
+    def pad_batch(self, items: Sequence[Mapping[str, np.ndarray]], batch_size: int) -> dict:
+        """Stack prepared items and pad with empty ones up to `batch_size` (a fixed shape)."""
+        if not items or len(items) > batch_size:
+            raise ValueError(f"pad_batch: {len(items)} items for batch size {batch_size}")
+        batch = self.stack(items)
+        n = len(items)
+        if n == batch_size:
+            return batch
+        out = {}
+        for k, v in batch.items():
+            pad = np.zeros((batch_size - n, *v.shape[1:]), v.dtype)
+            if k == "valid_period":
+                pad[:] = v[:1]
+            out[k] = np.concatenate([v, pad])
+        return out
+
+    # ----------------------------------------------------------------------- embedding
+
+    def embed_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Stacked prepared inputs (B, ...) -> (B, P, P, D) float32; NaN where unobserved."""
+        inputs = features.to_model_inputs(batch, self._norm, max_frames=self.max_frames)
+        mu, observed = self._encode(self.params, inputs)
+        mu = np.asarray(mu, np.float32)
+        return np.where(np.asarray(observed)[..., None], mu, np.nan).astype(np.float32)
+
+    def embed(
+        self,
+        obs: Observations,
+        t_start_ms: int | None = None,
+        t_end_ms: int | None = None,
+        *,
+        chip_size: int = DEFAULT_CHIP,
+        halo: int = DEFAULT_HALO,
+        batch_size: int = 4,
+    ) -> np.ndarray:
+        """Observations over a window (or a point set) -> (H * W, D) in row-major order.
+
+        A window is cut into chips of `chip_size` px with `halo` px of context on each side
+        (the edges are padded with missing observations); the period defaults to the
+        calendar year of the observations.
+        """
+        if t_start_ms is None or t_end_ms is None:
+            t_start_ms, t_end_ms = _year_period(obs)
+        if obs.window is None:
+            pts = self.prepare_points(obs, t_start_ms=t_start_ms, t_end_ms=t_end_ms)
+            n = len(pts["valid_period"])
+            rows = []
+            for i in range(0, n, 256):
+                chunk = [{k: v[j] for k, v in pts.items()} for j in range(i, min(n, i + 256))]
+                out = self.embed_batch(self.pad_batch(chunk, 256))[: len(chunk)]
+                rows.append(out.reshape(len(chunk), -1))
+            return np.concatenate(rows)
+        h, w = obs.spatial_shape
+        chip = min(chip_size, max(h, w))
+        size = chip + 2 * halo
+        out = np.full((h, w, self.embedding_dim), np.nan, np.float32)
+        jobs = [(i, j) for i in range(0, h, chip) for j in range(0, w, chip)]
+        for k in range(0, len(jobs), batch_size):
+            part = jobs[k : k + batch_size]
+            items = [
+                self.prepare(
+                    _crop_padded(obs, i - halo, j - halo, size),
+                    t_start_ms=t_start_ms,
+                    t_end_ms=t_end_ms,
+                )
+                for i, j in part
+            ]
+            emb = self.embed_batch(self.pad_batch(items, min(batch_size, len(jobs))))
+            for (i, j), e in zip(part, emb, strict=False):
+                hh, ww = min(chip, h - i), min(chip, w - j)
+                out[i : i + hh, j : j + ww] = e[halo : halo + hh, halo : halo + ww]
+        return out.reshape(h * w, self.embedding_dim)
+
+
+def _crop_padded(obs: Observations, i0: int, j0: int, size: int) -> Observations:
+    """A size x size window of a window's observations; outside pixels are missing."""
+    h, w = obs.spatial_shape
+    sources = {}
+    for s, f in obs.sources.items():
+        t = f.num_frames
+        values = np.full((t, size, size, f.values.shape[-1]), np.nan, np.float32)
+        valid = np.zeros((t, size, size), bool)
+        a0, a1 = max(i0, 0), min(i0 + size, h)
+        b0, b1 = max(j0, 0), min(j0 + size, w)
+        if a1 > a0 and b1 > b0:
+            values[:, a0 - i0 : a1 - i0, b0 - j0 : b1 - j0] = f.values[:, a0:a1, b0:b1]
+            valid[:, a0 - i0 : a1 - i0, b0 - j0 : b1 - j0] = f.valid[:, a0:a1, b0:b1]
+        sources[s] = dataclasses.replace(f, values=values, valid=valid)
+    win = obs.window
+    window = dataclasses.replace(
+        win,
+        x0=win.x0 + j0 * win.pixel_size,
+        y0=win.y0 - i0 * win.pixel_size,
+        width=size,
+        height=size,
+    )
+    return Observations(sources=sources, window=window)
+
+
+def load_bundle(path: str, compute_dtype: str = "float32") -> Bundle:
+    """Read and verify a bundle directory (see model/export.py); no pickle involved.
+
+    Raises:
+      BundleError: a file is missing, a digest does not match, or the format is unknown.
+    """
+    import flax.serialization
+
+    meta_path = os.path.join(path, "bundle.json")
+    if not os.path.isfile(meta_path):
+        raise BundleError(f"{path}: not a model bundle (no bundle.json)")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    if int(meta.get("bundle_format", -1)) != export.BUNDLE_FORMAT:
+        raise BundleError(f"{meta_path}: bundle_format {meta.get('bundle_format')} is unknown")
+    if int(meta.get("schema_version", -1)) != examples.SCHEMA_VERSION:
+        raise BundleError(
+            f"{meta_path}: made for example schema {meta.get('schema_version')}, this code "
+            f"reads {examples.SCHEMA_VERSION}"
+        )
+    digests = {}
+    for name in export.BUNDLE_FILES:
+        p = os.path.join(path, name)
+        if not os.path.isfile(p):
+            raise BundleError(f"{path}: missing {name}")
+        digests[name] = export.sha256_file(p)
+        if digests[name] != meta["files"].get(name):
+            raise BundleError(f"{p}: sha256 {digests[name]} does not match bundle.json")
+    if export.content_hash(digests) != meta.get("sha256"):
+        raise BundleError(f"{meta_path}: content hash does not match its files")
+    with open(os.path.join(path, "params.msgpack"), "rb") as f:
+        params = flax.serialization.msgpack_restore(f.read())
+    with open(os.path.join(path, "config.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(path, "stats.json")) as f:
+        stats = json.load(f)
+    if compute_dtype == "bfloat16":
+        import jax
+        import jax.numpy as jnp
+
+        params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.bfloat16), params)
+    return Bundle(path, meta, config, stats, params, compute_dtype)

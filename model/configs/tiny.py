@@ -1,0 +1,66 @@
+"""tiny: trains on a 2-core CPU in minutes; the tests and the shipped demo model use it.
+
+    earthembed train --data /tmp/td --workdir /tmp/tiny --config tiny --steps 200
+
+The shipped model/weights/tiny is this config, seed 0, on the data of scripts/pretrain.sh
+(`make pretrain`), with data_weights (0.4, 0.4, 0.1, 0.1) over its four directories.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "tiny"
+    c.seed = 0
+
+    m = c.model = ml_collections.ConfigDict()
+    m.embedding_dim = 64
+    m.width = 32  # features of every path
+    m.heads = 4
+    m.queries = 8  # summarizer queries (temporal views pooled per pixel)
+    m.depth = 2  # STP blocks
+    m.mlp_ratio = 2
+    m.timecode_freqs = 8  # sinusoidal frequencies (periods 1 day .. ~2 years)
+    m.decoder_width = 64
+    m.decoder_depth = 2
+    m.kappa = 1000.0  # vMF concentration of the decoders' sample
+    m.num_classes = 64  # label-alignment table size
+    m.max_frames = 12  # frames per time-varying source the model takes
+    m.dtype = "float32"
+
+    t = c.train = ml_collections.ConfigDict()
+    t.batch_size = 8
+    t.steps = 1200
+    t.learning_rate = 2e-3
+    t.warmup_steps = 100
+    t.weight_decay = 1e-4
+    t.grad_clip = 1.0
+    t.ema_decay = 0.99
+    t.crop_sizes = (1, 16)  # context sizes drawn per step, down to 1 x 1
+    t.crop_weights = (0.2, 0.8)  # (each size compiles once: few sizes keep CPU runs short)
+    t.data_weights = ()  # per --data directory; empty = by training example count
+    t.drop_prob = 0.5  # chance an example's student input is perturbed
+    t.drop_source_prob = 0.3
+    t.drop_frame_prob = 0.3
+    t.drop_half_year_prob = 0.25
+    t.std_floor = 1e-3
+    t.shuffle_buffer = 256
+    t.log_every = 25
+    t.eval_every = 500
+    t.eval_batches = 4
+    t.checkpoint_every = 500
+    t.keep_checkpoints = 2
+
+    w = c.loss = ml_collections.ConfigDict()
+    w.recon = 1.0
+    w.uniform = 0.05
+    w.consistency = 0.02
+    w.align = 0.001
+    w.temperature = 0.07
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.model = 1  # size of the 'model' axis; the rest of the devices form 'data'
+    return c

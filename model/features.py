@@ -1,0 +1,175 @@
+"""Parsed training examples (or the same arrays built at inference) -> the model's inputs.
+
+One function serves training and inference, so both normalize alike: the model sees
+
+| key               | shape            | meaning                                                  |
+|-------------------|------------------|----------------------------------------------------------|
+| `{s}/x`           | (B, T, P, P, C)  | (value - mean) / max(std, floor); 0 where not usable     |
+| `{s}/mask`        | (B, T, P, P)     | 1 where the pixel of that frame is valid                 |
+| `{s}/band_mask`   | (B, T, C)        | 1 where the frame has the band                           |
+| `{s}/t`           | (B, T)           | days from the valid period's start (0 for static layers) |
+| `{s}/geometry`    | (B, T, G)        | the registry's geometry fields (only when G > 0)         |
+| `period_days`     | (B,)             | length of the valid period in days                       |
+
+for every registry source `s`, with T = `max_frames` (1 for static sources): examples with
+more frames keep an evenly spread subset, fewer are padded. Values come in the
+`schemas.examples` layout (model-transformed registry units); `stats` is the
+`stats.json` of build-training-data ({source: {band: {mean, std, count}}}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from schemas import examples, sensors
+
+DAY_MS = 86_400_000.0
+DEFAULT_STD_FLOOR = 1e-3
+
+# Feature names of a parsed example that the model reads.
+EXAMPLE_KEYS = ("valid_period",)
+
+
+def example_keys() -> tuple[str, ...]:
+    """Names of the `schemas.examples` features `to_model_inputs` needs."""
+    keys = list(EXAMPLE_KEYS)
+    for s in sensors.SOURCE_IDS:
+        keys += [f"{s}/values", f"{s}/valid", f"{s}/times_ms", f"{s}/frame_valid"]
+        keys += [f"{s}/band_valid"]
+        if sensors.get_sensor(s).geometry:
+            keys.append(f"{s}/geometry")
+    return tuple(keys)
+
+
+def normalizer(
+    stats: Mapping, *, std_floor: float = DEFAULT_STD_FLOOR
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """stats.json -> {source: (mean (C,), std (C,))} in registry band order.
+
+    A band the stats lack (a source the data set never had) gets mean 0 and std 1; a std
+    below `std_floor` (a constant band) is raised to it so it cannot blow up.
+    """
+    out = {}
+    for s in sensors.SOURCE_IDS:
+        sensor = sensors.get_sensor(s)
+        src = stats.get(s, {}) if isinstance(stats.get(s, {}), Mapping) else {}
+        mean = np.array([float(src.get(b, {}).get("mean", 0.0)) for b in sensor.band_names])
+        std = np.array([float(src.get(b, {}).get("std", 1.0)) for b in sensor.band_names])
+        std = np.where(np.isfinite(std), np.maximum(std, std_floor), 1.0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        out[s] = (mean.astype(np.float32), std.astype(np.float32))
+    return out
+
+
+def pool_stats(all_stats: list[Mapping]) -> dict:
+    """Pooled per-band mean/std of several stats.json (weighted by their counts)."""
+    if len(all_stats) == 1:
+        return dict(all_stats[0])
+    pooled: dict = {}
+    for s in sensors.SOURCE_IDS:
+        for b in sensors.get_sensor(s).band_names:
+            parts = [
+                st[s][b]
+                for st in all_stats
+                if isinstance(st.get(s), Mapping) and b in st[s] and st[s][b].get("count", 0) > 0
+            ]
+            if not parts:
+                continue
+            n = np.array([p["count"] for p in parts], np.float64)
+            m = np.array([p["mean"] for p in parts], np.float64)
+            v = np.array([p["std"] for p in parts], np.float64) ** 2
+            total = n.sum()
+            mean = float((n * m).sum() / total)
+            var = float((n * (v + (m - mean) ** 2)).sum() / total)
+            pooled.setdefault(s, {})[b] = {"mean": mean, "std": var**0.5, "count": int(total)}
+    return pooled
+
+
+def _frame_subset(n_frames: int, frame_valid: np.ndarray, keep: int) -> np.ndarray:
+    """(B, keep) indices: each row's valid frames first, evenly spread when there are more."""
+    b = frame_valid.shape[0]
+    idx = np.zeros((b, keep), np.int64)
+    for i in range(b):
+        valid = np.flatnonzero(frame_valid[i])
+        if len(valid) > keep:
+            valid = valid[np.round(np.linspace(0, len(valid) - 1, keep)).astype(int)]
+        rest = np.setdiff1d(np.arange(n_frames), valid)[: keep - len(valid)]
+        idx[i] = np.concatenate([valid, rest])
+    return idx
+
+
+def to_model_inputs(
+    feats: Mapping[str, np.ndarray],
+    norm: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    max_frames: int,
+) -> dict[str, np.ndarray]:
+    """Batched example features (leading B) -> the model's input arrays (module docstring)."""
+    period = np.asarray(feats["valid_period"], np.int64).reshape(-1, 2)
+    t0 = period[:, 0]
+    out: dict[str, np.ndarray] = {
+        "period_days": ((period[:, 1] - t0) / DAY_MS).astype(np.float32),
+    }
+    for s in sensors.SOURCE_IDS:
+        sensor = sensors.get_sensor(s)
+        values = np.asarray(feats[f"{s}/values"], np.float32)
+        valid = np.asarray(feats[f"{s}/valid"], bool)
+        frame_valid = np.asarray(feats[f"{s}/frame_valid"], bool)
+        band_valid = np.asarray(feats[f"{s}/band_valid"], bool)
+        times = np.asarray(feats[f"{s}/times_ms"], np.int64)
+        geometry = feats.get(f"{s}/geometry")
+        t_keep = 1 if sensor.is_static else max_frames
+        n = values.shape[1]
+        if n != t_keep:
+            if n > t_keep:
+                idx = _frame_subset(n, frame_valid, t_keep)
+            else:
+                idx = np.concatenate(
+                    [
+                        np.tile(np.arange(n), (len(values), 1)),
+                        np.full((len(values), t_keep - n), -1),
+                    ],
+                    axis=1,
+                )
+            pad = idx < 0
+            idx = np.where(pad, 0, idx)
+
+            def take(a, idx=idx, pad=pad):
+                g = np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
+                return np.where(pad.reshape(pad.shape + (1,) * (a.ndim - 2)), 0, g)
+
+            values, valid, frame_valid = take(values), take(valid), take(frame_valid)
+            band_valid, times = take(band_valid), take(times)
+            geometry = None if geometry is None else take(np.asarray(geometry))
+        mean, std = norm[s]
+        usable = (
+            valid[..., None] & band_valid[:, :, None, None, :] & frame_valid[..., None, None, None]
+        )
+        x = np.where(usable, (values - mean) / std, 0.0).astype(np.float32)
+        if sensor.is_static:
+            t = np.zeros(times.shape, np.float32)
+        else:
+            t = ((times - t0[:, None]) / DAY_MS).astype(np.float32)
+            t = np.where(frame_valid, t, 0.0).astype(np.float32)
+        out[f"{s}/x"] = x
+        out[f"{s}/mask"] = (valid & frame_valid[..., None, None]).astype(np.float32)
+        out[f"{s}/band_mask"] = (band_valid & frame_valid[..., None]).astype(np.float32)
+        out[f"{s}/t"] = t
+        if sensor.geometry:
+            out[f"{s}/geometry"] = np.nan_to_num(np.asarray(geometry, np.float32))
+    return out
+
+
+def empty_inputs(batch: int, patch_size: int, max_frames: int) -> dict[str, np.ndarray]:
+    """All-padding inputs of the given shape (used to pad batches to a fixed size)."""
+    feats = examples.feature_layout(patch_size=patch_size, max_frames=max_frames)
+    arrays = {}
+    for name in example_keys():
+        f = feats[name]
+        dtype = {"float32": np.float32, "int64": np.int64, "bool": bool}[f.dtype]
+        arrays[name] = np.zeros((batch, *f.shape), dtype)
+    arrays["valid_period"][:, 1] = int(365 * DAY_MS)
+    norm = {s: (np.zeros(1, np.float32), np.ones(1, np.float32)) for s in sensors.SOURCE_IDS}
+    return to_model_inputs(arrays, norm, max_frames=max_frames)

@@ -1,0 +1,225 @@
+"""tf.data over the TFRecords of build-training-data, sharded per host, resumable by step.
+
+A training run may read several build directories (for instance simulated patches of two
+biomes and P = 1 point examples of a real table). Each directory has its own patch size and
+frame count, so each gets its own pipeline; every step draws one directory (seeded by the
+step, weighted by example counts) and takes that pipeline's next batch. Everything that
+decides a batch is a function of (seed, step), so a run resumed at step k sees exactly the
+batches an uninterrupted run would: each pipeline skips the records it had already used.
+
+Batches come out as numpy dicts with the parsed feature names of `schemas.examples` (only the
+ones the model and its probes read); `crop_features` cuts the random context window and
+`model.features.to_model_inputs` normalizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from model import features
+from schemas import examples
+
+TARGET_KEYS = ("target/landcover", "target/class_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataDir:
+    """One build-training-data output: where, its shapes, example counts and stats."""
+
+    path: str
+    patch_size: int
+    max_frames: int
+    stats: dict
+    num_train: int
+    num_eval: int
+
+    def shards(self, split: str) -> list[str]:
+        import tensorflow as tf
+
+        return sorted(tf.io.gfile.glob(posixpath.join(self.path, f"{split}-*.tfrecord.gz")))
+
+
+def open_data_dir(path: str) -> DataDir:
+    """Read a build directory's stats.json (shapes, counts, normalization statistics)."""
+    import tensorflow as tf
+
+    stats_path = posixpath.join(path.rstrip("/"), "stats.json")
+    if not tf.io.gfile.exists(stats_path):
+        raise FileNotFoundError(
+            f"--data {path}: no stats.json; is it an `earthembed build-training-data` output?"
+        )
+    with tf.io.gfile.GFile(stats_path) as f:
+        stats = json.load(f)
+    if int(stats.get("schema_version", examples.SCHEMA_VERSION)) != examples.SCHEMA_VERSION:
+        raise ValueError(
+            f"{stats_path}: schema_version {stats.get('schema_version')} but this code reads "
+            f"{examples.SCHEMA_VERSION}; rebuild the training data"
+        )
+    counts = stats.get("examples", {})
+    d = DataDir(
+        path=path.rstrip("/"),
+        patch_size=int(stats["patch_size"]),
+        max_frames=int(stats["max_frames"]),
+        stats=stats,
+        num_train=int(counts.get("train", 0)) if isinstance(counts, Mapping) else 0,
+        num_eval=int(counts.get("eval", 0)) if isinstance(counts, Mapping) else 0,
+    )
+    if not d.shards("train"):
+        raise FileNotFoundError(f"--data {path}: no train-*.tfrecord.gz shards")
+    return d
+
+
+def _spec(d: DataDir) -> dict:
+    import tensorflow as tf
+
+    layout = examples.feature_layout(patch_size=d.patch_size, max_frames=d.max_frames)
+    kinds = {"float": tf.float32, "int64": tf.int64, "bytes": tf.string}
+    names = features.example_keys() + TARGET_KEYS
+    return {n: tf.io.FixedLenFeature(list(layout[n].shape), kinds[layout[n].stored]) for n in names}
+
+
+def dataset(
+    d: DataDir,
+    split: str,
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle_buffer: int = 256,
+    repeat: bool = True,
+    skip_records: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+):
+    """Parsed, shuffled, batched tf.data.Dataset of one build directory (deterministic).
+
+    Files are sharded over hosts (every host reads its own files; with fewer files than
+    hosts, records are sharded instead). `skip_records` drops that many serialized records
+    before parsing: how a resumed run catches up without decoding what it had used.
+    """
+    import tensorflow as tf
+
+    files = d.shards(split)
+    if not files:
+        raise FileNotFoundError(f"{d.path}: no {split}-*.tfrecord.gz shards")
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if process_count > 1:
+        ds = ds.shard(process_count, process_index)
+    if repeat:
+        ds = ds.repeat()
+    if shuffle_buffer > 1:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if skip_records:
+        ds = ds.skip(skip_records)
+    spec = _spec(d)
+    ds = ds.batch(batch_size, drop_remainder=repeat)
+    ds = ds.map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=2, deterministic=True)
+    return ds.prefetch(2)
+
+
+def _as_numpy(batch: Mapping) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in batch.items():
+        a = v.numpy() if hasattr(v, "numpy") else np.asarray(v)
+        out[k] = a.astype(bool) if k.endswith("/valid") or k.endswith("_valid") else a
+    return out
+
+
+def crop_features(
+    feats: Mapping[str, np.ndarray], size: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """A random size x size window (one offset per batch) of the spatial features."""
+    p = feats["target/landcover"].shape[1]
+    if size >= p:
+        return dict(feats)
+    i, j = (int(v) for v in rng.integers(0, p - size + 1, size=2))
+    out = {}
+    for k, v in feats.items():
+        if k.endswith("/values") or k.endswith("/valid"):
+            out[k] = v[:, :, i : i + size, j : j + size]
+        elif k == "target/landcover":
+            out[k] = v[:, i : i + size, j : j + size]
+        else:
+            out[k] = v
+    return out
+
+
+def source_choice(seed: int, step: int, weights: np.ndarray) -> int:
+    """Which data directory step `step` draws from (reproducible from seed and step)."""
+    if len(weights) == 1:
+        return 0
+    u = np.random.default_rng([seed, step, 7]).random()
+    return int(np.searchsorted(np.cumsum(weights) / np.sum(weights), u, side="right"))
+
+
+class TrainBatches:
+    """Iterator of (step, dir index, raw numpy batch) starting at `start_step`.
+
+    `weights` (one per directory) set how often each is drawn; by default its example count.
+    """
+
+    def __init__(
+        self,
+        dirs: Sequence[DataDir],
+        *,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        shuffle_buffer: int = 256,
+        weights: Sequence[float] = (),
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
+        self.dirs = list(dirs)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.step = start_step
+        if weights and len(weights) != len(self.dirs):
+            raise ValueError(f"{len(weights)} data weights for {len(self.dirs)} data directories")
+        self.weights = np.array(
+            list(weights) or [max(d.num_train, 1) for d in self.dirs], np.float64
+        )
+        used = np.zeros(len(self.dirs), np.int64)
+        for s in range(start_step):
+            used[source_choice(seed, s, self.weights)] += 1
+        self._iters = [
+            iter(
+                dataset(
+                    d,
+                    "train",
+                    batch_size=batch_size,
+                    seed=seed + k,
+                    shuffle_buffer=shuffle_buffer,
+                    skip_records=int(used[k]) * batch_size,
+                    process_index=process_index,
+                    process_count=process_count,
+                )
+            )
+            for k, d in enumerate(self.dirs)
+        ]
+
+    def __iter__(self) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+        return self
+
+    def __next__(self) -> tuple[int, int, dict[str, np.ndarray]]:
+        k = source_choice(self.seed, self.step, self.weights)
+        batch = _as_numpy(next(self._iters[k]))
+        step = self.step
+        self.step += 1
+        return step, k, batch
+
+
+def eval_batches(
+    d: DataDir, *, batch_size: int, max_batches: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """The first `max_batches` batches of the eval split (falls back to train), in order."""
+    split = "eval" if d.shards("eval") else "train"
+    ds = dataset(d, split, batch_size=batch_size, seed=0, shuffle_buffer=0, repeat=False)
+    for i, batch in enumerate(ds):
+        if i >= max_batches:
+            return
+        yield _as_numpy(batch)

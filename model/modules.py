@@ -1,0 +1,293 @@
+"""The Space-Time-Precision (STP) embedding model in Flax (linen).
+
+Inputs are the dict of `model.features.to_model_inputs` (every registry source, padded to a
+fixed number of frames, with masks); outputs are per-pixel unit vectors mu (B, H, W, D).
+
+    inputs --per-source projector (values, masks, geometry, timecode, source id)--> frames
+           (B, T_all, H, W, d): the frames of all sources side by side along time
+    STP blocks, three paths in parallel, each at its own resolution:
+      precision  3x3 convolutions per frame          at L/2
+      time       self-attention along time per place at L/8
+      space      self-attention across places        at L/16
+      then every path adds the others resampled to its resolution (exchange)
+    summarizer: at L, the frames plus the three paths upsampled; K learned queries,
+      conditioned on the valid period's timecodes (enc(0), enc(t_e - t_s)), pool over time;
+      an MLP maps the K pooled vectors to D dims, L2-normalized: the vMF mean direction mu
+    decoders (one per source): MLP(z ~ vMF(mu, kappa), timecode, geometry) -> the values of
+      that source's frame at that pixel (implicit: queried at any time)
+
+Pooling to coarser resolutions is masked (means over valid pixels), sizes round up, so any
+H x W down to 1 x 1 works, and a missing source is only a zero mask.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from model import vmf
+from schemas import sensors
+
+SOURCES = sensors.SOURCE_IDS
+# Periods (days) of the sinusoidal timecode: a day to two years, the year and its harmonics.
+_MAX_PERIOD_DAYS = 730.0
+
+
+def timecode(t: jax.Array, num_freqs: int) -> jax.Array:
+    """Sinusoidal features (..., 2 * num_freqs) of times in days."""
+    periods = _MAX_PERIOD_DAYS / (2.0 ** jnp.arange(num_freqs, dtype=jnp.float32))
+    angles = 2.0 * jnp.pi * t[..., None].astype(jnp.float32) / periods
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def masked_pool(x: jax.Array, mask: jax.Array, factor: int) -> tuple[jax.Array, jax.Array]:
+    """Mean over valid pixels of factor x factor blocks of x (B, T, H, W, d); sizes round up.
+
+    Returns the pooled features and the pooled mask (1 where a block had a valid pixel).
+    """
+    if factor == 1:
+        return x, mask
+    b, t, h, w, d = x.shape
+    hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
+    pad = ((0, 0), (0, 0), (0, hp - h), (0, wp - w))
+    m = jnp.pad(mask, pad)
+    xs = jnp.pad(x * mask[..., None], pad + ((0, 0),))
+    xs = xs.reshape(b, t, hp // factor, factor, wp // factor, factor, d).sum((3, 5))
+    ms = m.reshape(b, t, hp // factor, factor, wp // factor, factor).sum((3, 5))
+    return xs / jnp.maximum(ms, 1.0)[..., None], (ms > 0).astype(x.dtype)
+
+
+def upsample(x: jax.Array, factor: int, h: int, w: int) -> jax.Array:
+    """Nearest-neighbour upsampling of (B, T, h', w', d) by `factor`, cropped to (h, w)."""
+    if factor == 1:
+        return x[:, :, :h, :w]
+    x = jnp.repeat(jnp.repeat(x, factor, axis=2), factor, axis=3)
+    return x[:, :, :h, :w]
+
+
+class Mlp(nn.Module):
+    hidden: int
+    out: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype)(x))
+        return nn.Dense(self.out, dtype=self.dtype)(x)
+
+
+class SourceProjector(nn.Module):
+    """One source's frames -> features (B, T, H, W, d), zero where the pixel is not valid."""
+
+    source: str
+    width: int
+    num_freqs: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, inputs: Mapping[str, jax.Array]) -> jax.Array:
+        s = self.source
+        x, mask, band_mask = inputs[f"{s}/x"], inputs[f"{s}/mask"], inputs[f"{s}/band_mask"]
+        bm = jnp.broadcast_to(band_mask[:, :, None, None, :], x.shape)
+        h = nn.Dense(self.width, dtype=self.dtype, name="values")(jnp.concatenate([x, bm], -1))
+        per_frame = nn.Dense(self.width, dtype=self.dtype, name="time")(
+            timecode(inputs[f"{s}/t"], self.num_freqs)
+        )
+        if f"{s}/geometry" in inputs:
+            per_frame = per_frame + nn.Dense(self.width, dtype=self.dtype, name="geometry")(
+                inputs[f"{s}/geometry"]
+            )
+        source_id = self.param("source", nn.initializers.normal(0.02), (self.width,))
+        h = h + (per_frame + source_id)[:, :, None, None, :]
+        h = Mlp(2 * self.width, self.width, self.dtype)(nn.gelu(h)) + h
+        return nn.LayerNorm(dtype=self.dtype)(h) * mask[..., None].astype(h.dtype)
+
+
+class Attention(nn.Module):
+    """Pre-norm self-attention + MLP over the tokens of axis -2, keys masked."""
+
+    heads: int
+    mlp_ratio: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        attn_mask = (valid[..., None, None, :] > 0) & (valid[..., None, :, None] >= 0)
+        h = nn.LayerNorm(dtype=self.dtype)(x)
+        h = nn.MultiHeadDotProductAttention(
+            num_heads=self.heads, dtype=self.dtype, deterministic=True
+        )(h, h, mask=attn_mask)
+        x = x + h
+        x = x + Mlp(self.mlp_ratio * d, d, self.dtype)(nn.LayerNorm(dtype=self.dtype)(x))
+        return x * valid[..., None].astype(x.dtype)
+
+
+class STPBlock(nn.Module):
+    """Space (L/16), time (L/8) and precision (L/2) paths, then an exchange between them."""
+
+    width: int
+    heads: int
+    mlp_ratio: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, p, tt, ss, mp, mt, ms):
+        b, t, h2, w2, d = p.shape
+        # precision: 3x3 convolutions per frame
+        y = nn.LayerNorm(dtype=self.dtype)(p).reshape(b * t, h2, w2, d)
+        y = nn.gelu(nn.Conv(d, (3, 3), padding="SAME", dtype=self.dtype)(y))
+        y = nn.Conv(d, (3, 3), padding="SAME", dtype=self.dtype)(y)
+        p = (p + y.reshape(p.shape)) * mp[..., None]
+        # time: attention along the frames at each place
+        _, _, h8, w8, _ = tt.shape
+        seq = tt.transpose(0, 2, 3, 1, 4).reshape(b * h8 * w8, t, d)
+        valid_t = mt.transpose(0, 2, 3, 1).reshape(b * h8 * w8, t)
+        seq = Attention(self.heads, self.mlp_ratio, self.dtype, name="time")(seq, valid_t)
+        tt = seq.reshape(b, h8, w8, t, d).transpose(0, 3, 1, 2, 4)
+        # space: attention across the places of each frame
+        _, _, h16, w16, _ = ss.shape
+        seq = ss.reshape(b * t, h16 * w16, d)
+        seq = Attention(self.heads, self.mlp_ratio, self.dtype, name="space")(
+            seq, ms.reshape(b * t, h16 * w16)
+        )
+        ss = seq.reshape(ss.shape)
+        # exchange between resolutions
+        dense = functools.partial(nn.Dense, d, dtype=self.dtype)
+        p_new = p + dense(name="t_to_p")(upsample(tt, 4, h2, w2))
+        p_new = p_new + dense(name="s_to_p")(upsample(ss, 8, h2, w2))
+        tt_new = tt + dense(name="p_to_t")(masked_pool(p, mp, 4)[0])
+        tt_new = tt_new + dense(name="s_to_t")(upsample(ss, 2, h8, w8))
+        ss_new = ss + dense(name="t_to_s")(masked_pool(tt, mt, 2)[0])
+        return p_new * mp[..., None], tt_new * mt[..., None], ss_new * ms[..., None]
+
+
+class Summarizer(nn.Module):
+    """Attention pooling over time per pixel, queried by the valid period -> mu (B, H, W, D)."""
+
+    width: int
+    queries: int
+    embedding_dim: int
+    num_freqs: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, frames: jax.Array, mask: jax.Array, period_days: jax.Array):
+        d = self.width
+        period = jnp.stack([jnp.zeros_like(period_days), period_days, period_days], -1)
+        cond = timecode(period, self.num_freqs).reshape(period.shape[0], -1)
+        q = Mlp(2 * d, d, self.dtype, name="period")(cond)  # (B, d)
+        q = q[:, None, :] + self.param(
+            "queries", nn.initializers.normal(0.02), (self.queries, d)
+        )  # (B, K, d)
+        k = nn.Dense(d, dtype=self.dtype, name="keys")(frames)  # (B, T, H, W, d)
+        v = nn.Dense(d, dtype=self.dtype, name="values")(frames)
+        logits = jnp.einsum("bthwd,bkd->bhwkt", k, q) / math.sqrt(d)
+        valid = mask.transpose(0, 2, 3, 1)[:, :, :, None, :] > 0  # (B, H, W, 1, T)
+        logits = jnp.where(valid, logits.astype(jnp.float32), -1e9)
+        weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        pooled = jnp.einsum("bhwkt,bthwd->bhwkd", weights, v)
+        pooled = pooled.reshape(*pooled.shape[:3], self.queries * d)
+        h = nn.LayerNorm(dtype=self.dtype)(pooled)
+        h = Mlp(2 * d, d, self.dtype, name="head")(h)
+        out = nn.Dense(self.embedding_dim, dtype=jnp.float32, name="out")(h)
+        return vmf.l2_normalize(out.astype(jnp.float32))
+
+
+class Decoder(nn.Module):
+    """Implicit decoder of one source: (z, timecode, geometry) -> the frame's values."""
+
+    source: str
+    width: int
+    depth: int
+    num_freqs: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jax.Array, inputs: Mapping[str, jax.Array]) -> jax.Array:
+        s = self.source
+        channels = inputs[f"{s}/x"].shape[-1]
+        per_pixel = nn.Dense(self.width, dtype=self.dtype, name="z")(z)  # (B, H, W, w)
+        per_frame = nn.Dense(self.width, dtype=self.dtype, name="time")(
+            timecode(inputs[f"{s}/t"], self.num_freqs)
+        )
+        if f"{s}/geometry" in inputs:
+            per_frame = per_frame + nn.Dense(self.width, dtype=self.dtype, name="geometry")(
+                inputs[f"{s}/geometry"]
+            )
+        h = nn.gelu(per_pixel[:, None] + per_frame[:, :, None, None, :])
+        for i in range(self.depth - 1):
+            h = nn.gelu(nn.Dense(self.width, dtype=self.dtype, name=f"hidden{i}")(h))
+        return nn.Dense(channels, dtype=jnp.float32, name="out")(h).astype(jnp.float32)
+
+
+class EmbeddingModel(nn.Module):
+    """The STP encoder and the per-source implicit decoders."""
+
+    config: ml_collections.ConfigDict
+
+    def setup(self):
+        c = self.config
+        dtype = jnp.dtype(c.dtype)
+        self.projectors = {
+            s: SourceProjector(s, c.width, c.timecode_freqs, dtype, name=f"project_{s}")
+            for s in SOURCES
+        }
+        self.blocks = [
+            STPBlock(c.width, c.heads, c.mlp_ratio, dtype, name=f"stp{i}") for i in range(c.depth)
+        ]
+        self.skip = [nn.Dense(c.width, dtype=dtype, name=f"skip_{n}") for n in ("p", "t", "s")]
+        self.summarizer = Summarizer(
+            c.width, c.queries, c.embedding_dim, c.timecode_freqs, dtype, name="summarizer"
+        )
+        self.decoders = {
+            s: Decoder(
+                s, c.decoder_width, c.decoder_depth, c.timecode_freqs, dtype, name=f"decode_{s}"
+            )
+            for s in SOURCES
+        }
+
+    def encode(self, inputs: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        """inputs -> (mu (B, H, W, D) unit vectors, observed (B, H, W) bool)."""
+        frames = jnp.concatenate([self.projectors[s](inputs) for s in SOURCES], axis=1)
+        mask = jnp.concatenate([inputs[f"{s}/mask"] for s in SOURCES], axis=1).astype(frames.dtype)
+        _, _, h, w, _ = frames.shape
+        p, mp = masked_pool(frames, mask, 2)
+        tt, mt = masked_pool(frames, mask, 8)
+        ss, ms = masked_pool(frames, mask, 16)
+        for block in self.blocks:
+            p, tt, ss = block(p, tt, ss, mp, mt, ms)
+        full = (
+            frames
+            + self.skip[0](upsample(p, 2, h, w))
+            + self.skip[1](upsample(tt, 8, h, w))
+            + self.skip[2](upsample(ss, 16, h, w))
+        ) * mask[..., None]
+        mu = self.summarizer(full, mask, inputs["period_days"])
+        observed = mask.sum(axis=1) > 0
+        return mu, observed
+
+    def decode(self, z: jax.Array, inputs: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        """z (B, H, W, D) -> {source: predicted normalized values (B, T, H, W, C)}."""
+        return {s: self.decoders[s](z, inputs) for s in SOURCES}
+
+    def __call__(self, inputs: Mapping[str, jax.Array], key: jax.Array | None = None):
+        """Encode, then decode a vMF sample (mu itself when `key` is None)."""
+        mu, observed = self.encode(inputs)
+        z = mu if key is None else vmf.sample_vmf(key, mu, self.config.kappa)
+        return mu, observed, self.decode(z, inputs)
+
+
+def create_model(config: ml_collections.ConfigDict) -> EmbeddingModel:
+    """The model for a full config (its `model` section)."""
+    return EmbeddingModel(config.model)
+
+
+def count_params(params) -> int:
+    return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,536 @@
+"""Training: pure jit-able steps, and the loop with checkpoints, metrics and evaluation.
+
+    earthembed train --data /tmp/td --workdir /tmp/run --config tiny --steps 200
+    python -m model.train --data /tmp/td --workdir /tmp/run --model=adaptive_decoder \\
+        --embedding_dim=64 --batch_size=16 --learning_rate=1e-3 --loss=recon+corr+align
+
+One step: the student (the trained parameters) encodes a perturbed copy of the batch (whole
+sources, single frames or a half-year dropped for a fraction of the examples), decodes a
+vMF sample around its mu at every frame of the valid period and is scored on the full,
+unperturbed values (masked L1); the EMA teacher encodes the full batch and the student's
+mu must agree with it (consistency); mu across the batch must not collapse (batch
+uniformity); the mean mu of an example aligns with its label's embedding (CLIP-style).
+
+Everything random in a step is drawn from (seed, step): the batch (see input_pipeline), the
+context crop, the perturbation and the vMF sample, so a run resumed from a checkpoint ends
+with the parameters of an uninterrupted one. Data parallel over a ('data', 'model') mesh of
+all devices; the large config also shards its wide kernels over 'model'. On a multi-host pod
+(`JAX_COORDINATOR_ADDRESS` or the TPU VM environment) `jax.distributed.initialize()` runs
+first and every host reads its own files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from model import features, input_pipeline, losses, modules, vmf
+
+log = logging.getLogger(__name__)
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    ema_params: Any
+    opt_state: Any
+    nonfinite: jax.Array  # steps skipped because the loss or a gradient was not finite
+
+
+# ------------------------------------------------------------------------------- setup
+
+
+def maybe_initialize_distributed() -> bool:
+    """`jax.distributed.initialize()` when a multi-host environment is configured."""
+    multi = os.environ.get("JAX_COORDINATOR_ADDRESS") or (
+        len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1
+    )
+    if multi and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+        return True
+    return False
+
+
+def make_mesh(config: ml_collections.ConfigDict, devices: Sequence | None = None) -> Mesh:
+    """A ('data', 'model') mesh over all devices; 'model' has config.mesh.model of them."""
+    devices = list(jax.devices() if devices is None else devices)
+    n_model = int(config.mesh.model)
+    if n_model < 1 or len(devices) % n_model:
+        n_model = 1
+    grid = np.array(devices).reshape(len(devices) // n_model, n_model)
+    return Mesh(grid, ("data", "model"))
+
+
+def param_sharding(params, mesh: Mesh):
+    """Replicate small arrays; shard a kernel's output dim over 'model' when it divides."""
+    n = mesh.shape["model"]
+
+    def spec(x):
+        if n > 1 and x.ndim >= 2 and x.shape[-1] % n == 0 and x.shape[-1] >= 256:
+            return NamedSharding(mesh, P(*([None] * (x.ndim - 1)), "model"))
+        return NamedSharding(mesh, P())
+
+    return jax.tree_util.tree_map(spec, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    t = config.train
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=t.learning_rate,
+        warmup_steps=min(t.warmup_steps, max(t.steps - 1, 1)),
+        decay_steps=max(t.steps, t.warmup_steps + 1),
+        end_value=t.learning_rate * 0.01,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(t.grad_clip),
+        optax.adamw(schedule, weight_decay=t.weight_decay),
+    )
+
+
+def init_state(config: ml_collections.ConfigDict, sample_inputs: Mapping) -> TrainState:
+    """Parameters from config.seed, optimizer state, the EMA teacher as a copy."""
+    model = modules.create_model(config)
+    key = jax.random.key(config.seed)
+    params = model.init(key, sample_inputs, jax.random.fold_in(key, 1))["params"]
+    params = dict(params)
+    params["label_table"] = 0.02 * jax.random.normal(
+        jax.random.fold_in(key, 2), (config.model.num_classes, config.model.embedding_dim)
+    )
+    opt = make_optimizer(config)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema_params=jax.tree_util.tree_map(jnp.copy, params),
+        opt_state=opt.init(params),
+        nonfinite=jnp.zeros((), jnp.int32),
+    )
+
+
+def abstract_state(config: ml_collections.ConfigDict, sample_inputs: Mapping) -> TrainState:
+    """Shapes and dtypes of the state, without computing it (for large configs, restores)."""
+    return jax.eval_shape(lambda x: init_state(config, x), sample_inputs)
+
+
+# ------------------------------------------------------------------------------- the step
+
+
+def perturb(key: jax.Array, inputs: Mapping, config: ml_collections.ConfigDict) -> dict:
+    """The student's view: for a fraction of examples drop sources, frames or a half-year."""
+    t = config.train
+    out = dict(inputs)
+    b = inputs["period_days"].shape[0]
+    keys = jax.random.split(key, 4)
+    active = jax.random.uniform(keys[0], (b,)) < t.drop_prob
+    half = jax.random.uniform(keys[1], (b,)) < t.drop_half_year_prob
+    first = jax.random.uniform(keys[2], (b,)) < 0.5
+    sources = [k[: -len("/mask")] for k in inputs if k.endswith("/mask")]
+    src_keys = jax.random.split(keys[3], len(sources))
+    for s, k in zip(sources, src_keys, strict=True):
+        k1, k2 = jax.random.split(k)
+        n_frames = inputs[f"{s}/t"].shape[1]
+        drop_src = jax.random.uniform(k1, (b,)) < t.drop_source_prob
+        drop_frame = jax.random.uniform(k2, (b, n_frames)) < t.drop_frame_prob
+        tt = inputs[f"{s}/t"]
+        mid = inputs["period_days"][:, None] / 2
+        in_first = tt < mid
+        drop_half = half[:, None] & jnp.where(first[:, None], in_first, ~in_first)
+        if n_frames == 1:  # static layers carry no time to drop
+            drop_half = jnp.zeros_like(drop_half)
+        drop = drop_src[:, None] | drop_frame | drop_half
+        keep = (~(active[:, None] & drop)).astype(inputs[f"{s}/mask"].dtype)
+        out[f"{s}/mask"] = inputs[f"{s}/mask"] * keep[:, :, None, None]
+        out[f"{s}/x"] = inputs[f"{s}/x"] * keep[:, :, None, None, None]
+    return out
+
+
+def reconstruction_targets(inputs: Mapping) -> dict[str, jax.Array]:
+    """Where each source's values are scored: valid pixels and bands inside the valid period."""
+    out = {}
+    for k in inputs:
+        if not k.endswith("/mask"):
+            continue
+        s = k[: -len("/mask")]
+        t = inputs[f"{s}/t"]
+        static = t.shape[1] == 1
+        in_period = (
+            jnp.ones_like(t, bool) if static else (t >= 0) & (t < inputs["period_days"][:, None])
+        )
+        m = inputs[f"{s}/mask"][..., None] * inputs[f"{s}/band_mask"][:, :, None, None, :]
+        out[s] = m * in_period[:, :, None, None, None]
+    return out
+
+
+def loss_fn(params, ema_params, inputs, labels, key, config):
+    """Total loss and its terms for one batch (the module docstring explains the terms)."""
+    model = modules.create_model(config)
+    w = config.loss
+    k_perturb, k_vmf = jax.random.split(key)
+    table = params["label_table"]
+    model_params = {k: v for k, v in params.items() if k != "label_table"}
+    teacher_params = {k: v for k, v in ema_params.items() if k != "label_table"}
+    mu_t, obs_t = model.apply({"params": teacher_params}, inputs, method=model.encode)
+    mu_t = jax.lax.stop_gradient(mu_t)
+    student_inputs = perturb(k_perturb, inputs, config)
+    mu_s, obs_s, pred = model.apply({"params": model_params}, student_inputs, k_vmf)
+    masks = reconstruction_targets(inputs)
+    recon_terms = {
+        s: losses.reconstruction_l1(pred=pred[s], target=inputs[f"{s}/x"], mask=masks[s])
+        for s in pred
+    }
+    has = {s: (jnp.sum(masks[s]) > 0).astype(jnp.float32) for s in pred}
+    recon = sum(recon_terms[s] * has[s] for s in pred) / jnp.maximum(sum(has.values()), 1.0)
+    b, h, w_, d = mu_s.shape
+    uniform = losses.batch_uniformity(
+        mu=mu_s.transpose(1, 2, 0, 3).reshape(h * w_ * b, d), shift=1, mask=None
+    )
+    consistency = losses.consistency(mu_teacher=mu_t, mu_student=mu_s, mask=obs_t & obs_s)
+    pooled = vmf.l2_normalize(jnp.sum(mu_s * obs_s[..., None], axis=(1, 2)))
+    cls = labels["target/class_id"]
+    has_label = (cls >= 0) & (cls < table.shape[0])
+    text = vmf.l2_normalize(table[jnp.clip(cls, 0, table.shape[0] - 1)])
+    align = losses.contrastive_alignment(
+        embeddings=pooled, text_embeddings=text, temperature=w.temperature, mask=has_label
+    )
+    total = w.recon * recon + w.uniform * uniform + w.consistency * consistency + w.align * align
+    metrics = {
+        "loss": total,
+        "recon": recon,
+        "uniform": uniform,
+        "consistency": consistency,
+        "align": align,
+        **{f"recon/{s}": v for s, v in recon_terms.items()},
+    }
+    return total, metrics
+
+
+def train_step(state: TrainState, inputs, labels, key, config):
+    """One optimizer step; a non-finite loss or gradient leaves the state unchanged."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, metrics), grads = grad_fn(state.params, state.ema_params, inputs, labels, key, config)
+    opt = make_optimizer(config)
+    updates, new_opt = opt.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    decay = config.train.ema_decay
+    new_ema = jax.tree_util.tree_map(
+        lambda e, p: decay * e + (1 - decay) * p, state.ema_params, new_params
+    )
+    finite = jnp.isfinite(loss) & jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
+    )
+
+    def pick(new, old):
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+    new_state = TrainState(
+        step=state.step + 1,
+        params=pick(new_params, state.params),
+        ema_params=pick(new_ema, state.ema_params),
+        opt_state=pick(new_opt, state.opt_state),
+        nonfinite=state.nonfinite + (~finite).astype(jnp.int32),
+    )
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["finite"] = finite.astype(jnp.float32)
+    return new_state, metrics
+
+
+def shard_training(config: ml_collections.ConfigDict, mesh: Mesh, state: TrainState):
+    """Place the state on the mesh; the jitted step with batch sharded over 'data'."""
+    state_sharding = TrainState(
+        step=NamedSharding(mesh, P()),
+        params=param_sharding(state.params, mesh),
+        ema_params=param_sharding(state.ema_params, mesh),
+        opt_state=jax.tree_util.tree_map(lambda _: NamedSharding(mesh, P()), state.opt_state),
+        nonfinite=NamedSharding(mesh, P()),
+    )
+    data_sharding = NamedSharding(mesh, P("data"))
+    step_fn = jax.jit(
+        lambda s, x, y, k: train_step(s, x, y, k, config),
+        in_shardings=(state_sharding, data_sharding, data_sharding, None),
+        out_shardings=(state_sharding, None),
+        donate_argnums=(0,),
+    )
+    return jax.device_put(state, state_sharding), step_fn
+
+
+# ------------------------------------------------------------------------------- host side
+
+
+@dataclasses.dataclass
+class Batcher:
+    """Raw parsed batches -> (model inputs, labels) with the step's context crop."""
+
+    config: ml_collections.ConfigDict
+    norm: Mapping
+
+    def crop_size(self, step: int, patch_size: int) -> int:
+        t = self.config.train
+        sizes = [s for s in t.crop_sizes if s <= patch_size] or [patch_size]
+        weights = np.array(
+            [w for s, w in zip(t.crop_sizes, t.crop_weights, strict=False) if s <= patch_size]
+        )
+        if len(weights) != len(sizes) or weights.sum() <= 0:
+            weights = np.ones(len(sizes))
+        rng = np.random.default_rng([self.config.seed, step, 11])
+        return int(rng.choice(sizes, p=weights / weights.sum()))
+
+    def __call__(self, raw: Mapping, step: int, crop: int | None = None):
+        p = raw["target/landcover"].shape[1]
+        size = self.crop_size(step, p) if crop is None else crop
+        rng = np.random.default_rng([self.config.seed, step, 13])
+        raw = input_pipeline.crop_features(raw, size, rng)
+        inputs = features.to_model_inputs(raw, self.norm, max_frames=self.config.model.max_frames)
+        labels = {k: raw[k] for k in input_pipeline.TARGET_KEYS}
+        return inputs, labels
+
+
+def knn_probe(emb: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float | None:
+    """Balanced 1-NN accuracy of labelled pixels, neighbours searched in other groups only.
+
+    `groups` keeps pixels of one example out of each other's neighbours (they are nearly
+    copies), so the score says how well the embedding generalizes across places.
+    """
+    ok = (labels >= 0) & np.all(np.isfinite(emb), axis=1)
+    emb, labels, groups = emb[ok], labels[ok], groups[ok]
+    if len(np.unique(labels)) < 2 or len(np.unique(groups)) < 2:
+        return None
+    sim = emb @ emb.T
+    sim[groups[:, None] == groups[None, :]] = -np.inf
+    pred = labels[np.argmax(sim, axis=1)]
+    return float(np.mean([np.mean(pred[labels == c] == c) for c in np.unique(labels)]))
+
+
+def evaluate(model, params, dirs, batcher: Batcher, config) -> dict[str, float]:
+    """Reconstruction error on eval examples and a kNN land-cover probe on their pixels."""
+    encode = jax.jit(lambda p, x: model.apply({"params": p}, x))
+    out: dict[str, float] = {}
+    rng = np.random.default_rng(config.seed)
+    for k, d in enumerate(dirs):
+        errs, embs, labs, groups = [], [], [], []
+        crop = min(d.patch_size, max(config.train.crop_sizes))
+        for i, raw in enumerate(
+            input_pipeline.eval_batches(
+                d, batch_size=config.train.batch_size, max_batches=config.train.eval_batches
+            )
+        ):
+            inputs, labels = batcher(raw, 0, crop=crop)
+            mu, observed, pred = encode(params, inputs)
+            masks = reconstruction_targets(inputs)
+            err = [
+                float(jnp.sum(jnp.abs(pred[s] - inputs[f"{s}/x"]) * masks[s]))
+                / max(float(jnp.sum(masks[s])), 1.0)
+                for s in pred
+                if float(jnp.sum(masks[s])) > 0
+            ]
+            errs.append(np.mean(err) if err else np.nan)
+            mu = np.asarray(mu).reshape(-1, mu.shape[-1])
+            lc = labels["target/landcover"].reshape(-1)
+            g = np.repeat(np.arange(len(labels["target/landcover"])) + 1000 * i, crop * crop)
+            take = rng.permutation(len(lc))[: 256 * len(labels["target/landcover"])]
+            embs.append(mu[take]), labs.append(lc[take]), groups.append(g[take])
+        if not errs:
+            continue
+        out[f"eval/{k}/recon_l1"] = float(np.nanmean(errs))
+        acc = knn_probe(np.concatenate(embs), np.concatenate(labs), np.concatenate(groups))
+        if acc is not None:
+            out[f"eval/{k}/knn_balanced_accuracy"] = acc
+    return out
+
+
+class MetricLog:
+    """metrics.jsonl (always) and TensorBoard summaries (clu writer) in the workdir."""
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.enabled = enabled
+        self.writer = None
+        if enabled:
+            try:
+                from clu import metric_writers
+
+                self.writer = metric_writers.create_default_writer(workdir, just_logging=False)
+            except Exception as e:  # TensorBoard is a convenience; JSONL is the record
+                log.warning("TensorBoard writer unavailable (%s); metrics.jsonl only", e)
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            self.writer.write_scalars(int(step), {k: float(v) for k, v in metrics.items()})
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+def checkpoint_manager(workdir: str, config):
+    import orbax.checkpoint as ocp
+
+    path = workdir if "://" in workdir else os.path.abspath(workdir)
+    return ocp.CheckpointManager(
+        os.path.join(path, "checkpoints"),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=config.train.keep_checkpoints, create=True
+        ),
+    )
+
+
+def write_run_files(workdir: str, config, norm_stats: Mapping, data: Sequence[str]) -> None:
+    """config.json and stats.json beside the checkpoints (export copies them into bundles)."""
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(workdir)
+    with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(config.to_dict(), f, indent=2, default=list)
+    with tf.io.gfile.GFile(os.path.join(workdir, "stats.json"), "w") as f:
+        json.dump({**norm_stats, "data": list(data)}, f, indent=2)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    data: Sequence[str],
+    *,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> TrainState:
+    """Train config.train.steps steps (resuming from the latest checkpoint in workdir).
+
+    Args:
+      config: a full config (model/configs).
+      workdir: checkpoints, metrics.jsonl, TensorBoard events, config.json, stats.json.
+      data: build-training-data output directories.
+      stop_after: stop (with a checkpoint) after this step, as if interrupted; for tests.
+      progress: show a progress bar.
+    """
+    maybe_initialize_distributed()
+    dirs = [input_pipeline.open_data_dir(p) for p in data]
+    stats = features.pool_stats([d.stats for d in dirs])
+    norm = features.normalizer(stats, std_floor=config.train.std_floor)
+    primary = jax.process_index() == 0
+    if primary:
+        write_run_files(workdir, config, stats, data)
+    mesh = make_mesh(config)
+    n_data = mesh.shape["data"]
+    if config.train.batch_size % n_data:
+        raise ValueError(
+            f"train.batch_size {config.train.batch_size} is not a multiple of the {n_data} "
+            "data-parallel devices"
+        )
+    batcher = Batcher(config, norm)
+    sample = features.empty_inputs(config.train.batch_size, 1, config.model.max_frames)
+    state = init_state(config, sample)
+    mngr = checkpoint_manager(workdir, config)
+    start = 0
+    if mngr.latest_step() is not None:
+        import orbax.checkpoint as ocp
+
+        start = int(mngr.latest_step())
+        state = mngr.restore(start, args=ocp.args.StandardRestore(state))
+        log.info("resumed from step %d", start)
+    state, step_fn = shard_training(config, mesh, state)
+    model = modules.create_model(config)
+    metric_log = MetricLog(workdir, enabled=primary)
+    batches = input_pipeline.TrainBatches(
+        dirs,
+        batch_size=config.train.batch_size,
+        seed=config.seed,
+        start_step=start,
+        shuffle_buffer=config.train.shuffle_buffer,
+        weights=tuple(config.train.get("data_weights", ())),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    total = config.train.steps
+    end = total if stop_after is None else min(total, stop_after)
+    bar = None
+    if progress and primary:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    key = jax.random.key(config.seed + 1)
+    t0, n_examples, acc = time.perf_counter(), 0, []
+    for step, _, raw in batches:
+        if step >= end:
+            break
+        inputs, labels = batcher(raw, step)
+        state, metrics = step_fn(state, inputs, labels, jax.random.fold_in(key, step))
+        n_examples += config.train.batch_size
+        acc.append(metrics)
+        done = step + 1
+        if done % config.train.log_every == 0 or done == end:
+            row = {k: float(np.mean([float(m[k]) for m in acc])) for k in acc[0]}
+            elapsed = time.perf_counter() - t0
+            row["examples_per_s"] = n_examples / elapsed
+            row["nonfinite_steps"] = float(state.nonfinite)
+            metric_log.write(done, row)
+            if bar is not None:
+                bar.set_postfix(loss=f"{row['loss']:.4f}", recon=f"{row['recon']:.4f}")
+            acc = []
+        if done % config.train.eval_every == 0 or done == total:
+            ev = evaluate(model, _model_params(state.ema_params), dirs, batcher, config)
+            metric_log.write(done, ev)
+            log.info("step %d eval %s", done, ev)
+        if done % config.train.checkpoint_every == 0 or done == end:
+            mngr.save(done, args=_save_args(state))
+        if bar is not None:
+            bar.update(1)
+    mngr.wait_until_finished()
+    if bar is not None:
+        bar.close()
+    metric_log.close()
+    return state
+
+
+def _save_args(state: TrainState):
+    import orbax.checkpoint as ocp
+
+    return ocp.args.StandardSave(state)
+
+
+def _model_params(params):
+    return {k: v for k, v in params.items() if k != "label_table"}
+
+
+def restore_latest(workdir: str, config, *, ema: bool = True):
+    """The latest checkpoint's model parameters (EMA teacher by default) and its step."""
+    import orbax.checkpoint as ocp
+
+    mngr = checkpoint_manager(workdir, config)
+    step = mngr.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{workdir}: no checkpoints")
+    target = abstract_state(config, features.empty_inputs(1, 1, config.model.max_frames))
+    state = mngr.restore(step, args=ocp.args.StandardRestore(target))
+    params = state.ema_params if ema else state.params
+    return _model_params(params), int(step)
+
+
+def steps_for_epochs(epochs: float, num_examples: int, batch_size: int) -> int:
+    return max(1, math.ceil(epochs * num_examples / batch_size))
+
+
+if __name__ == "__main__":
+    from model import main
+
+    raise SystemExit(main.run())

@@ -1,0 +1,1305 @@
+"""The embedding data contract: quantization, COG, quality sidecar, GeoParquet, STAC, readers.
+
+This module is the single home of how an embedding field is stored. Everything that writes or
+reads embeddings (beam_jobs/embed.py, the analyses, the benchmarks) calls it; nothing else
+quantizes or dequantizes.
+
+Values. An embedding is a 64-d unit vector per 10 m pixel, in memory float32 (H, W, 64),
+channel-last, with an all-NaN row where a pixel has no embedding.
+
+Quantization (the public AEF formula, so our files and the official tiles read alike):
+
+    q = clip(round(sign(v) * sqrt(|v|) * 127.5), -127, 127)      int8
+    v = (q / 127.5) ** 2 * sign(q)                                float32
+
+-128 (`NODATA`) in all 64 channels marks a pixel without an embedding. The square root spends
+the 8 bits where unit vectors in 64 dimensions live (components of typical size 1/8); for
+random unit vectors the round trip keeps cosine similarity above 0.9998 (mean 0.99994) and
+norms within 0.01 of 1 (tests/schemas/test_embedding.py measures it).
+
+COG (`{tile_id}.tif`): 64 int8 bands described `A00`..`A63`, nodata -128, pixel-interleaved
+internal tiles (one tile read gives whole vectors), ZSTD or DEFLATE with the horizontal
+predictor, north-up. Internal overviews go down to 1 x 1 as in the AEF files, and an overview
+pixel is the mean of the valid 10 m vectors it covers, renormalized to unit length (never
+GDAL's average of quantized integers, which is neither unit length nor the mean direction).
+Dataset tags carry the quantization and overview rules and the software version, plus what
+the caller adds (model version and hash, year, valid period); GDAL splits metadata keys at ':'
+and '=', so tag keys use neither.
+
+Quality sidecar (`{tile_id}_quality.tif`): uint8 bands `QUALITY_BANDS`, nodata 255:
+- `obs_<source>`: per-pixel count of valid observations of each time-varying source in the
+  support period, saturating at 254 (a year of Sentinel-2 from overlapping orbits stays below);
+- `clear_fraction`: the fraction of acquisitions that were clear, 0-1 stored as
+  round(f * 200) in 0..200 (GDAL band scale 0.005, so a reader that applies scales gets 0-1);
+- `confidence`: the model's confidence score in 0-1, stored like `clear_fraction`.
+255 marks "unknown" (outside the area embedded). `quality_layers` builds the stored array and
+`decode_quality_layers` inverts it.
+
+GeoParquet 1.1 (`{tile_id}.parquet`): one row per valid pixel; `geometry` (WKB point at the
+pixel centre, tile CRS), `bbox` struct<xmin, ymin, xmax, ymax: double> (the 1.1 bbox covering;
+for a point it is the point itself, as the spec asks for "the bounding box of the geometry"),
+`embedding` fixed_size_list<int8>[64] (same quantization as the COG), optionally
+`embedding_f32` fixed_size_list<float32>[64], `tile_id`, `row`, `col` (pixel indices in the
+tile), `year`. Rows are in spatial order: 64 x 64 px blocks in Z (Morton) order, row-major
+inside a block; row groups hold whole 256 x 256 px squares (65536 rows when full), so bbox
+filters skip the row groups whose `bbox` statistics miss the query. Schema metadata: `geo`
+(GeoParquet 1.1, CRS as PROJJSON) and `earthembed` (quantization, tile, year, geotransform).
+
+STAC: one collection, one item per tile and period (id `{tile_id}_{year}`, or
+`{tile_id}_{YYYYMMDD}_{YYYYMMDD}` for other periods) with `proj:*` (projection v2.0),
+`raster:bands` (raster v1.1) and band names in `bands`, assets `embedding`, `quality` and
+optionally `parquet`; start/end_datetime bound the valid period [t_s, t_e) (end exclusive).
+
+Readers: `open_embeddings` opens one COG (ours, or an official AEF tile, which is stored
+bottom-up: positive y pixel size, row 0 the southernmost), a directory of COGs or a STAC
+catalog of our items, crops to a bbox, mosaics tiles that share a CRS and returns a north-up
+float field.
+
+Imports: numpy and pyarrow here; rasterio, pyproj and pystac inside the functions that need
+them, so the contract (and the quantization) loads anywhere schemas/ does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import tempfile
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+from affine import Affine
+
+from schemas import sensors
+
+if TYPE_CHECKING:
+    import pystac
+    from rasterio.crs import CRS
+
+EMBEDDING_DIM = 64
+BAND_NAMES: tuple[str, ...] = tuple(f"A{i:02d}" for i in range(EMBEDDING_DIM))
+NODATA = -128
+QUANT_SCALE = 127.5
+QUANT_MAX = 127
+
+QUANTIZATION_RULE = (
+    "q = clip(round(sign(v) * sqrt(|v|) * 127.5), -127, 127); "
+    "v = (q / 127.5) ** 2 * sign(q); -128 in all bands = no embedding"
+)
+OVERVIEW_RULE = "mean of the valid 10 m vectors covered, renormalized to unit length"
+
+# Quality sidecar: one observation count per time-varying source, then two scaled fractions.
+OBS_SOURCES: tuple[str, ...] = tuple(
+    s for s in sensors.SOURCE_IDS if not sensors.get_sensor(s).is_static
+)
+QUALITY_BANDS: tuple[str, ...] = (
+    *(f"obs_{s}" for s in OBS_SOURCES),
+    "clear_fraction",
+    "confidence",
+)
+QUALITY_DTYPE = "uint8"
+QUALITY_NODATA = 255
+QUALITY_COUNT_MAX = 254
+QUALITY_FRACTION_SCALE = 200  # stored = round(fraction * 200); physical = stored * 0.005
+
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+STAC_EXTENSIONS = (
+    "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+    "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+)
+COMPRESSIONS = ("ZSTD", "DEFLATE", "LZW", "NONE")
+
+# GeoParquet spatial order: pixels are grouped in square blocks of this many pixels a side.
+PARQUET_BLOCK = 64
+PARQUET_ROW_GROUP = 256 * 256
+
+# ---------------------------------------------------------------------------------- values
+
+
+def _check_channels(a: np.ndarray, what: str) -> None:
+    if a.ndim < 1 or a.shape[-1] != EMBEDDING_DIM:
+        raise ValueError(f"{what} needs a last axis of {EMBEDDING_DIM}; got shape {a.shape}")
+
+
+def quantize(v: np.ndarray) -> np.ndarray:
+    """Unit-vector embeddings -> int8 with the public AEF quantization.
+
+    Computed in float64 whatever the input precision (float32 inputs are exact in float64), a
+    chunk of pixels at a time, so codes do not depend on the caller's dtype or array size.
+
+    Args:
+        v: float array (..., 64).
+
+    Returns:
+        int8 array (..., 64): clip(round(sign(v) * sqrt(|v|) * 127.5), -127, 127); a pixel with
+        any non-finite component is `NODATA` (-128) in all 64 channels.
+    """
+    v = np.asarray(v)
+    _check_channels(v, "quantize")
+    flat = v.reshape(-1, EMBEDDING_DIM)
+    out = np.empty(flat.shape, np.int8)
+    for a in range(0, len(flat), _QUANT_CHUNK):
+        out[a : a + _QUANT_CHUNK] = _quantize_rows(flat[a : a + _QUANT_CHUNK])
+    return out.reshape(v.shape)
+
+
+_QUANT_CHUNK = 1 << 16  # pixels per chunk: 32 MiB of float64 scratch
+
+
+def _quantize_rows(v: np.ndarray) -> np.ndarray:
+    x = v.astype(np.float64)
+    bad = ~np.isfinite(x).all(axis=-1)
+    # round() and the clip are symmetric, so the magnitude is coded first and the sign after:
+    # the same codes as round(sign(v) * sqrt(|v|) * 127.5), in fewer passes over the data.
+    m = np.abs(x)
+    np.sqrt(m, out=m)
+    m *= QUANT_SCALE
+    np.round(m, out=m)
+    np.minimum(m, QUANT_MAX, out=m)
+    if bad.any():
+        m[bad] = 0
+    out = m.astype(np.int8)
+    np.negative(out, out=out, where=x < 0)
+    out[bad] = NODATA
+    return out
+
+
+# Dequantization table indexed by the int8 code's bit pattern (q.view(uint8)).
+_CODES = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float64)
+_DEQUANT = ((_CODES / QUANT_SCALE) ** 2 * np.sign(_CODES)).astype(np.float32)
+
+
+def dequantize(q: np.ndarray) -> np.ndarray:
+    """int8 codes -> float32 embeddings, the inverse of `quantize`.
+
+    Args:
+        q: int8 array (..., 64), channel-last.
+
+    Returns:
+        float32 array (..., 64): (q / 127.5) ** 2 * sign(q); pixels that are `NODATA` in all 64
+        channels are NaN rows.
+    """
+    q = np.asarray(q)
+    _check_channels(q, "dequantize")
+    if q.dtype != np.int8:
+        raise ValueError(f"dequantize needs int8 codes; got {q.dtype}")
+    out = _DEQUANT[q.view(np.uint8)]
+    out[(q == NODATA).all(axis=-1)] = np.nan
+    return out
+
+
+def valid_mask(emb: np.ndarray) -> np.ndarray:
+    """(..., 64) float embeddings -> bool (...): True where all 64 components are finite."""
+    emb = np.asarray(emb)
+    _check_channels(emb, "valid_mask")
+    return np.isfinite(emb).all(axis=-1)
+
+
+# ---------------------------------------------------------------------------------- overviews
+
+
+def _sum_2x2(
+    sums: np.ndarray, counts: np.ndarray, strip: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sums and counts over 2x2 blocks (ceil for odd sizes); pixels with count 0 add nothing."""
+    h, w, c = sums.shape
+    oh, ow = -(-h // 2), -(-w // 2)
+    out = np.zeros((oh, ow, c), np.float32)
+    out_n = np.zeros((oh, ow), np.int64)
+    for r0 in range(0, h, strip):
+        s = sums[r0 : r0 + strip]
+        n = counts[r0 : r0 + strip]
+        s = np.where((n > 0)[..., None], s, np.float32(0)).astype(np.float32, copy=False)
+        n = n.astype(np.int64, copy=False)
+        ph, pw = s.shape[0] % 2, s.shape[1] % 2
+        if ph or pw:
+            s = np.pad(s, ((0, ph), (0, pw), (0, 0)))
+            n = np.pad(n, ((0, ph), (0, pw)))
+        sh, sw = s.shape[0] // 2, s.shape[1] // 2
+        o0 = r0 // 2
+        out[o0 : o0 + sh] = s.reshape(sh, 2, sw, 2, c).sum(axis=(1, 3), dtype=np.float32)
+        out_n[o0 : o0 + sh] = n.reshape(sh, 2, sw, 2).sum(axis=(1, 3))
+    return out, out_n
+
+
+def renormalized_overviews(
+    emb: np.ndarray, valid: np.ndarray, *, min_size: int = 1
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Successive 2x downsamplings of an embedding field, as unit vectors.
+
+    Level k has ceil(H / 2^k) x ceil(W / 2^k) pixels; a pixel is the mean of the valid full-
+    resolution vectors in its 2^k x 2^k block, renormalized to unit length (at level 1: the
+    renormalized mean of the valid pixels of a 2x2 block). Means are taken over the 10 m
+    vectors, not over the previous level's unit vectors, so a half-empty block weighs its
+    pixels like a full one. A block with no valid pixel, or whose vectors cancel (mean norm
+    below 1e-6), is invalid. Levels continue until the larger side is <= `min_size` (1: down to
+    a single pixel, as the AEF files; a COG blocksize: as GDAL's automatic overviews).
+
+    Args:
+        emb: float (H, W, 64) unit vectors; invalid pixels may hold anything (NaN rows).
+        valid: bool (H, W).
+        min_size: stop at the first level whose larger side is <= this.
+
+    Returns:
+        [(emb_k float32 (h, w, 64) with NaN rows where invalid, valid_k bool (h, w)), ...] for
+        k = 1, 2, ...; empty when max(H, W) <= min_size already.
+    """
+    emb = np.asarray(emb)
+    valid = np.asarray(valid, dtype=bool)
+    if emb.ndim != 3 or emb.shape[-1] != EMBEDDING_DIM or valid.shape != emb.shape[:2]:
+        raise ValueError(
+            f"renormalized_overviews needs emb (H, W, {EMBEDDING_DIM}) and valid (H, W); "
+            f"got {emb.shape} and {valid.shape}"
+        )
+    if min_size < 1:
+        raise ValueError(f"min_size must be >= 1; got {min_size}")
+    levels = []
+    sums, counts = emb, valid
+    h, w = valid.shape
+    while max(h, w) > min_size:
+        sums, counts = _sum_2x2(sums, counts)
+        h, w = counts.shape
+        norm = np.linalg.norm(sums, axis=-1)
+        ok = (counts > 0) & (norm > 1e-6 * np.maximum(counts, 1))
+        unit = np.full(sums.shape, np.nan, np.float32)
+        unit[ok] = sums[ok] / norm[ok][:, None]
+        levels.append((unit, ok))
+    return levels
+
+
+# ---------------------------------------------------------------------------------- files
+
+
+@contextlib.contextmanager
+def _atomic_output(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside `path`; rename it onto `path` on success, else delete it."""
+    path = os.fspath(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _software_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("earthembed")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _tag_strings(tags: Mapping[str, object] | None) -> dict[str, str]:
+    """Tags as GDAL metadata strings; GDAL splits a key at ':' or '=', so those are refused."""
+    out = {}
+    for k, v in (tags or {}).items():
+        key = str(k)
+        if not key or ":" in key or "=" in key:
+            raise ValueError(f"tag key {key!r} must be non-empty without ':' or '='")
+        out[key] = str(v)
+    return out
+
+
+def _crs_wkt(crs: str | int | CRS) -> str:
+    from rasterio.crs import CRS
+
+    if isinstance(crs, int):
+        return CRS.from_epsg(crs).to_wkt()
+    return CRS.from_user_input(crs).to_wkt()
+
+
+def _cog_options(blocksize: int, compress: str) -> dict[str, str]:
+    compress = compress.upper()
+    if compress not in COMPRESSIONS:
+        raise ValueError(f"compress must be one of {COMPRESSIONS}; got {compress!r}")
+    if blocksize % 16 or blocksize <= 0:
+        raise ValueError(f"blocksize must be a positive multiple of 16; got {blocksize}")
+    opts = {"BLOCKSIZE": str(blocksize), "COMPRESS": compress, "BIGTIFF": "IF_SAFER"}
+    if compress != "NONE":
+        opts["PREDICTOR"] = "YES"
+    return opts
+
+
+def _write_level(
+    path: str,
+    codes: Callable[[int, int], np.ndarray],
+    shape: tuple[int, int],
+    transform: Affine,
+    wkt: str,
+) -> None:
+    """A plain, uncompressed, pixel-interleaved int8 GTiff of one pyramid level.
+
+    `codes(r0, r1)` gives the int8 (r1 - r0, W, 64) rows of the level, so a level is quantized
+    and written a strip at a time.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    h, w = shape
+    profile = {
+        "driver": "GTiff",
+        "width": w,
+        "height": h,
+        "count": EMBEDDING_DIM,
+        "dtype": "int8",
+        "nodata": NODATA,
+        "crs": wkt,
+        "transform": transform,
+        "interleave": "pixel",
+        "BIGTIFF": "IF_SAFER",
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        for r0 in range(0, h, 256):
+            r1 = min(r0 + 256, h)
+            dst.write(codes(r0, r1).transpose(2, 0, 1), window=Window(0, r0, w, r1 - r0))
+
+
+def _overview_vrt(
+    level_paths: Sequence[str],
+    shape: tuple[int, int],
+    transform: Affine,
+    wkt: str,
+    tags: Mapping[str, str],
+) -> str:
+    """VRT XML of the full-resolution level whose bands list the other levels as overviews."""
+    root = ET.Element("VRTDataset", rasterXSize=str(shape[1]), rasterYSize=str(shape[0]))
+    ET.SubElement(root, "SRS").text = wkt
+    ET.SubElement(root, "GeoTransform").text = ", ".join(
+        repr(float(v)) for v in transform.to_gdal()
+    )
+    md = ET.SubElement(root, "Metadata")
+    for k, v in tags.items():
+        ET.SubElement(md, "MDI", key=k).text = v
+    for b, name in enumerate(BAND_NAMES, start=1):
+        band = ET.SubElement(root, "VRTRasterBand", dataType="Int8", band=str(b))
+        ET.SubElement(band, "Description").text = name
+        ET.SubElement(band, "NoDataValue").text = str(NODATA)
+        src = ET.SubElement(band, "SimpleSource")
+        ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = level_paths[0]
+        ET.SubElement(src, "SourceBand").text = str(b)
+        for p in level_paths[1:]:
+            ov = ET.SubElement(band, "Overview")
+            ET.SubElement(ov, "SourceFilename", relativeToVRT="0").text = p
+            ET.SubElement(ov, "SourceBand").text = str(b)
+    return ET.tostring(root, encoding="unicode")
+
+
+def write_embedding_cog(
+    path: str | os.PathLike,
+    emb: np.ndarray,
+    transform: Affine,
+    crs: str | int | CRS,
+    *,
+    tags: Mapping[str, object] | None = None,
+    blocksize: int = 256,
+    compress: str = "ZSTD",
+    overview_min_size: int = 1,
+) -> str:
+    """Quantize an embedding field and write it as a COG with renormalized overviews, atomically.
+
+    The pyramid is written level by level into plain GTiffs in a scratch folder beside `path`,
+    tied together by a VRT whose bands list them as overviews, and copied by GDAL's COG driver
+    with OVERVIEWS=FORCE_USE_EXISTING: the overview pixels are exactly the quantized
+    `renormalized_overviews`. The COG goes to `path + '.tmp-<uuid>'` and is renamed onto
+    `path`, so a file that exists is complete.
+
+    Args:
+        path: destination file; parent folders are created.
+        emb: float32 (H, W, 64) unit vectors, NaN rows where there is no embedding.
+        transform: north-up affine geotransform of the top-left corner.
+        crs: 'EPSG:32631', an EPSG integer or a rasterio CRS.
+        tags: dataset tags (model version and hash, year, valid period, ...); values are
+            stringified. The quantization and overview rules and the software version are
+            added unless given.
+        blocksize: internal tile size (256 or 512).
+        compress: ZSTD, DEFLATE, LZW or NONE (the horizontal predictor is used when compressed).
+        overview_min_size: overviews stop at the first level whose larger side is <= this
+            (1: down to 1 x 1 like the AEF files; `blocksize`: GDAL's automatic choice).
+
+    Returns:
+        The path written.
+    """
+    import rasterio.shutil
+
+    emb = np.asarray(emb)
+    if emb.ndim != 3 or emb.shape[-1] != EMBEDDING_DIM or 0 in emb.shape:
+        raise ValueError(f"write_embedding_cog needs (H, W, {EMBEDDING_DIM}); got {emb.shape}")
+    if transform.b != 0 or transform.d != 0 or transform.a <= 0 or transform.e >= 0:
+        raise ValueError(f"embedding COGs are north-up; got geotransform {tuple(transform)[:6]}")
+    options = _cog_options(blocksize, compress)
+    wkt = _crs_wkt(crs)
+    all_tags = {
+        "quantization": QUANTIZATION_RULE,
+        "overviews": OVERVIEW_RULE,
+        "software_version": _software_version(),
+        **_tag_strings(tags),
+    }
+    valid = valid_mask(emb)
+    levels = renormalized_overviews(emb, valid, min_size=overview_min_size)
+    path = os.fspath(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(dir=Path(path).parent, prefix=".embedding-cog-") as work,
+        _atomic_output(path) as tmp,
+    ):
+        paths = [os.path.join(work, "level0.tif")]
+        _write_level(paths[0], lambda a, b: quantize(emb[a:b]), emb.shape[:2], transform, wkt)
+        for k, (level_emb, _) in enumerate(levels, start=1):
+            paths.append(os.path.join(work, f"level{k}.tif"))
+            codes = quantize(level_emb)
+            _write_level(
+                paths[-1],
+                lambda a, b, codes=codes: codes[a:b],
+                codes.shape[:2],
+                transform @ Affine.scale(2**k),
+                wkt,
+            )
+        vrt = os.path.join(work, "pyramid.vrt")
+        Path(vrt).write_text(_overview_vrt(paths, emb.shape[:2], transform, wkt, all_tags))
+        rasterio.shutil.copy(
+            vrt, tmp, driver="COG", OVERVIEWS="FORCE_USE_EXISTING" if levels else "NONE", **options
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------------- quality
+
+
+def _scaled_fraction(f: np.ndarray, what: str) -> np.ndarray:
+    f = np.asarray(f, dtype=np.float64)
+    finite = np.isfinite(f)
+    if np.any((f[finite] < -1e-9) | (f[finite] > 1 + 1e-9)):
+        raise ValueError(f"{what} must lie in [0, 1] (NaN = unknown)")
+    out = np.full(f.shape, QUALITY_NODATA, np.uint8)
+    out[finite] = np.clip(np.round(f[finite] * QUALITY_FRACTION_SCALE), 0, QUALITY_FRACTION_SCALE)
+    return out
+
+
+def quality_layers(
+    obs_counts: Mapping[str, np.ndarray], clear_fraction: np.ndarray, confidence: np.ndarray
+) -> np.ndarray:
+    """The stored quality sidecar array from per-pixel counts and fractions.
+
+    Args:
+        obs_counts: source id -> (H, W) count of valid observations; ids from `OBS_SOURCES`
+            (a source left out counts 0 everywhere). Counts saturate at 254; NaN = unknown.
+        clear_fraction: (H, W) fraction of clear acquisitions in [0, 1], NaN = unknown.
+        confidence: (H, W) confidence score in [0, 1], NaN = unknown.
+
+    Returns:
+        uint8 (Q, H, W) in the order of `QUALITY_BANDS`; fractions as round(f * 200); 255 where
+        unknown.
+    """
+    unknown = sorted(set(obs_counts) - set(OBS_SOURCES))
+    if unknown:
+        raise ValueError(f"unknown or static sources {unknown}; counts are kept for {OBS_SOURCES}")
+    shape = np.shape(clear_fraction)
+    if len(shape) != 2 or np.shape(confidence) != shape:
+        raise ValueError(
+            f"clear_fraction and confidence must be (H, W) alike; got {shape} and "
+            f"{np.shape(confidence)}"
+        )
+    out = np.empty((len(QUALITY_BANDS), *shape), np.uint8)
+    for i, source in enumerate(OBS_SOURCES):
+        c = np.asarray(obs_counts.get(source, np.zeros(shape)), dtype=np.float64)
+        if c.shape != shape:
+            raise ValueError(f"counts of {source} have shape {c.shape}; expected {shape}")
+        finite = np.isfinite(c)
+        if np.any(c[finite] < 0):
+            raise ValueError(f"negative observation counts for {source}")
+        out[i] = QUALITY_NODATA
+        out[i][finite] = np.minimum(np.round(c[finite]), QUALITY_COUNT_MAX)
+    out[-2] = _scaled_fraction(clear_fraction, "clear_fraction")
+    out[-1] = _scaled_fraction(confidence, "confidence")
+    return out
+
+
+def decode_quality_layers(stored: np.ndarray) -> dict[str, np.ndarray]:
+    """uint8 (Q, H, W) as written by `quality_layers` -> band name -> float32 (H, W), NaN unknown.
+
+    Counts come back as counts, `clear_fraction` and `confidence` in [0, 1].
+    """
+    stored = np.asarray(stored)
+    if stored.ndim != 3 or stored.shape[0] != len(QUALITY_BANDS):
+        raise ValueError(f"expected ({len(QUALITY_BANDS)}, H, W); got {stored.shape}")
+    out = {}
+    for i, name in enumerate(QUALITY_BANDS):
+        v = stored[i].astype(np.float32)
+        if not name.startswith("obs_"):
+            v /= QUALITY_FRACTION_SCALE
+        v[stored[i] == QUALITY_NODATA] = np.nan
+        out[name] = v
+    return out
+
+
+def write_quality_cog(
+    path: str | os.PathLike,
+    quality: np.ndarray,
+    transform: Affine,
+    crs: str | int | CRS,
+    *,
+    tags: Mapping[str, object] | None = None,
+    blocksize: int = 256,
+    compress: str = "ZSTD",
+) -> str:
+    """Write the quality sidecar `{tile_id}_quality.tif` as a COG, atomically.
+
+    Args:
+        path: destination file; parent folders are created.
+        quality: uint8 (Q, H, W) from `quality_layers` (bands in `QUALITY_BANDS` order).
+        transform: north-up affine geotransform of the top-left corner.
+        crs: 'EPSG:32631', an EPSG integer or a rasterio CRS.
+        tags: dataset tags; values are stringified.
+        blocksize: internal tile size.
+        compress: ZSTD, DEFLATE, LZW or NONE.
+
+    Returns:
+        The path written. Bands are described by name, fractions carry the GDAL scale 0.005,
+        nodata is 255, overviews are GDAL averages of the known pixels.
+    """
+    import rasterio
+
+    quality = np.asarray(quality)
+    if quality.ndim != 3 or quality.shape[0] != len(QUALITY_BANDS) or 0 in quality.shape:
+        raise ValueError(f"quality must be ({len(QUALITY_BANDS)}, H, W); got {quality.shape}")
+    if quality.dtype != np.uint8:
+        raise ValueError(f"quality must be uint8 as built by quality_layers; got {quality.dtype}")
+    options = _cog_options(blocksize, compress)
+    all_tags = {
+        "quality_encoding": (
+            f"uint8, nodata {QUALITY_NODATA}; obs_*: valid observations per source in the "
+            f"support period, saturating at {QUALITY_COUNT_MAX}; clear_fraction, confidence: "
+            f"round(f * {QUALITY_FRACTION_SCALE}) for f in [0, 1]"
+        ),
+        "software_version": _software_version(),
+        **_tag_strings(tags),
+    }
+    scales = [1.0 if n.startswith("obs_") else 1.0 / QUALITY_FRACTION_SCALE for n in QUALITY_BANDS]
+    profile = {
+        "driver": "COG",
+        "width": quality.shape[2],
+        "height": quality.shape[1],
+        "count": quality.shape[0],
+        "dtype": QUALITY_DTYPE,
+        "crs": _crs_wkt(crs),
+        "transform": transform,
+        "nodata": QUALITY_NODATA,
+        "OVERVIEWS": "AUTO",
+        "OVERVIEW_RESAMPLING": "AVERAGE",
+        **options,
+    }
+    with _atomic_output(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(quality)
+            for i, name in enumerate(QUALITY_BANDS, start=1):
+                dst.set_band_description(i, name)
+            dst.scales = scales
+            dst.offsets = [0.0] * len(QUALITY_BANDS)
+            dst.update_tags(**all_tags)
+    return os.fspath(path)
+
+
+# ---------------------------------------------------------------------------------- GeoParquet
+
+
+def _part1by1(v: np.ndarray) -> np.ndarray:
+    """Spread the low 32 bits of v over the even bit positions (Morton interleave)."""
+    v = v.astype(np.uint64) & np.uint64(0xFFFFFFFF)
+    for shift, mask in (
+        (16, 0x0000FFFF0000FFFF),
+        (8, 0x00FF00FF00FF00FF),
+        (4, 0x0F0F0F0F0F0F0F0F),
+        (2, 0x3333333333333333),
+        (1, 0x5555555555555555),
+    ):
+        v = (v | (v << np.uint64(shift))) & np.uint64(mask)
+    return v
+
+
+def _spatial_order(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Permutation putting pixels in Z order of 64 px blocks, row-major inside a block."""
+    b = PARQUET_BLOCK
+    block = _part1by1(cols // b) | (_part1by1(rows // b) << np.uint64(1))
+    inner = (rows % b).astype(np.uint64) * np.uint64(b) + (cols % b).astype(np.uint64)
+    return np.argsort(block * np.uint64(b * b) + inner, kind="stable")
+
+
+def _wkb_points(x: np.ndarray, y: np.ndarray) -> pa.Array:
+    """Little-endian 2D WKB points (21 bytes each) as a binary array, without a geometry lib."""
+    n = len(x)
+    rec = np.empty(n, np.dtype([("order", "u1"), ("type", "<u4"), ("x", "<f8"), ("y", "<f8")]))
+    rec["order"] = 1
+    rec["type"] = 1
+    rec["x"] = x
+    rec["y"] = y
+    size = rec.dtype.itemsize
+    large = size * n > np.iinfo(np.int32).max
+    offsets = np.arange(n + 1, dtype=np.int64 if large else np.int32) * size
+    return pa.Array.from_buffers(
+        pa.large_binary() if large else pa.binary(),
+        n,
+        [None, pa.py_buffer(offsets), pa.py_buffer(rec.tobytes())],
+    )
+
+
+def _fixed_list(values: np.ndarray) -> pa.Array:
+    flat = pa.array(np.ascontiguousarray(values).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, EMBEDDING_DIM)
+
+
+def geo_metadata(epsg: int, bbox: Sequence[float] | None) -> dict[str, Any]:
+    """The GeoParquet 1.1 `geo` metadata of an embedding table.
+
+    Args:
+        epsg: EPSG code of the point coordinates (the tile's UTM zone).
+        bbox: [xmin, ymin, xmax, ymax] of all points in that CRS, or None (empty table).
+
+    Returns:
+        The dict to store as JSON under the `geo` key of the Parquet schema metadata.
+    """
+    import pyproj
+
+    column: dict[str, Any] = {
+        "encoding": "WKB",
+        "geometry_types": ["Point"],
+        "crs": pyproj.CRS.from_epsg(int(epsg)).to_json_dict(),
+        "edges": "planar",
+        "covering": {
+            "bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")},
+        },
+    }
+    if bbox is not None:
+        column["bbox"] = [float(v) for v in bbox]
+    return {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
+
+
+def embedding_table(
+    q: np.ndarray,
+    *,
+    transform: Affine,
+    epsg: int,
+    tile_id: str,
+    year: int,
+    float_embeddings: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
+) -> pa.Table:
+    """One row per valid pixel of a tile, in spatial order, with GeoParquet metadata attached.
+
+    Args:
+        q: int8 (H, W, 64) quantized embeddings (`quantize`).
+        transform: the tile's affine geotransform (pixel centres are written).
+        epsg: EPSG code of the tile CRS.
+        tile_id: the tile id written in every row.
+        year: the year written in every row.
+        float_embeddings: optional float (H, W, 64); adds an `embedding_f32` column.
+        valid: optional bool (H, W) selecting pixels (e.g. a sample); pixels that are NODATA
+            are never written.
+
+    Returns:
+        A pyarrow Table (columns geometry, bbox, embedding[, embedding_f32], tile_id, row, col,
+        year) whose schema metadata holds `geo` and `earthembed`.
+    """
+    q = np.asarray(q)
+    if q.ndim != 3 or q.shape[-1] != EMBEDDING_DIM or q.dtype != np.int8:
+        raise ValueError(
+            f"embedding_table needs int8 (H, W, {EMBEDDING_DIM}); got {q.dtype} {q.shape}"
+        )
+    keep = ~(q == NODATA).all(axis=-1)
+    if valid is not None:
+        if np.shape(valid) != keep.shape:
+            raise ValueError(f"valid has shape {np.shape(valid)}; expected {keep.shape}")
+        keep &= np.asarray(valid, dtype=bool)
+    rows, cols = np.nonzero(keep)
+    order = _spatial_order(rows, cols)
+    rows, cols = rows[order], cols[order]
+    t = transform
+    cx, cy = cols + 0.5, rows + 0.5
+    x = t.c + cx * t.a + cy * t.b
+    y = t.f + cx * t.d + cy * t.e
+    n = len(rows)
+    columns: dict[str, pa.Array] = {
+        "geometry": _wkb_points(x, y),
+        "bbox": pa.StructArray.from_arrays(
+            [pa.array(x), pa.array(y), pa.array(x), pa.array(y)],
+            names=["xmin", "ymin", "xmax", "ymax"],
+        ),
+        "embedding": _fixed_list(q[rows, cols]),
+    }
+    if float_embeddings is not None:
+        f = np.asarray(float_embeddings, dtype=np.float32)
+        if f.shape != q.shape:
+            raise ValueError(f"float_embeddings has shape {f.shape}; expected {q.shape}")
+        columns["embedding_f32"] = _fixed_list(f[rows, cols])
+    columns["tile_id"] = pa.repeat(pa.scalar(tile_id, pa.string()), n)
+    columns["row"] = pa.array(rows.astype(np.int32))
+    columns["col"] = pa.array(cols.astype(np.int32))
+    columns["year"] = pa.repeat(pa.scalar(int(year), pa.int16()), n)
+    table = pa.table(columns)
+    bbox = [x.min(), y.min(), x.max(), y.max()] if n else None
+    info = {
+        "quantization": QUANTIZATION_RULE,
+        "tile_id": tile_id,
+        "year": int(year),
+        "epsg": int(epsg),
+        "transform": list(transform)[:6],
+        "shape": list(q.shape[:2]),
+    }
+    return table.replace_schema_metadata(
+        {"geo": json.dumps(geo_metadata(epsg, bbox)), "earthembed": json.dumps(info)}
+    )
+
+
+def _row_groups(table: pa.Table, max_rows: int) -> list[tuple[int, int]]:
+    """Row-group [start, stop) ranges that follow the spatial order.
+
+    Rows are cut into square cells of `side` px (the largest multiple of `PARQUET_BLOCK`, by
+    powers of two, with side^2 <= max_rows; contiguous in Z order) per tile; whole cells are
+    packed into groups of at most `max_rows` rows, so a full tile gets one group per cell and
+    a group's bbox statistics are that cell's. A cell larger than `max_rows` is split.
+    """
+    n = table.num_rows
+    if n == 0:
+        return []
+    if not {"row", "col", "tile_id"} <= set(table.column_names):
+        return [(a, min(a + max_rows, n)) for a in range(0, n, max_rows)]
+    side = PARQUET_BLOCK
+    while (2 * side) ** 2 <= max_rows:
+        side *= 2
+    rows = table.column("row").to_numpy()
+    cols = table.column("col").to_numpy()
+    tiles = table.column("tile_id").combine_chunks().dictionary_encode().indices.to_numpy()
+    key = np.stack([tiles, rows // side, cols // side], axis=1)
+    starts = [0, *(np.flatnonzero((key[1:] != key[:-1]).any(axis=1)) + 1).tolist(), n]
+    groups: list[tuple[int, int]] = []
+    a = 0
+    for cell_start, cell_stop in zip(starts[:-1], starts[1:], strict=True):
+        if cell_stop - a > max_rows and cell_start > a:
+            groups.append((a, cell_start))
+            a = cell_start
+        while cell_stop - a > max_rows:
+            groups.append((a, a + max_rows))
+            a += max_rows
+    groups.append((a, n))
+    return groups
+
+
+def write_embedding_parquet(
+    path: str | os.PathLike, table: pa.Table, *, row_group_size: int = PARQUET_ROW_GROUP
+) -> str:
+    """Write an embedding table as GeoParquet 1.1 (zstd, spatial row groups), atomically.
+
+    Row groups follow the spatial order: with the default 65536 rows a full tile gets one group
+    per 256 x 256 px square (2.56 km a side), so a bbox filter on the `bbox` column reads only
+    the squares it touches. The `geo` bbox is recomputed from the rows, so tables concatenated
+    from several tiles of one zone stay correct.
+
+    Args:
+        path: destination file; parent folders are created.
+        table: from `embedding_table` (or a concatenation of such tables of one CRS).
+        row_group_size: the most rows in a row group.
+
+    Returns:
+        The path written.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if row_group_size < 1:
+        raise ValueError(f"row_group_size must be >= 1; got {row_group_size}")
+    meta = dict(table.schema.metadata or {})
+    if b"geo" not in meta:
+        raise ValueError("table has no GeoParquet 'geo' metadata; build it with embedding_table")
+    geo = json.loads(meta[b"geo"])
+    column = geo["columns"]["geometry"]
+    if table.num_rows:
+        bbox = table.column("bbox")
+        column["bbox"] = [
+            float(pc.min(pc.struct_field(bbox, "xmin")).as_py()),
+            float(pc.min(pc.struct_field(bbox, "ymin")).as_py()),
+            float(pc.max(pc.struct_field(bbox, "xmax")).as_py()),
+            float(pc.max(pc.struct_field(bbox, "ymax")).as_py()),
+        ]
+    else:
+        column.pop("bbox", None)
+    meta[b"geo"] = json.dumps(geo).encode()
+    table = table.replace_schema_metadata(meta)
+    with _atomic_output(path) as tmp:
+        with pq.ParquetWriter(
+            tmp, table.schema, compression="zstd", write_statistics=True
+        ) as writer:
+            groups = _row_groups(table, row_group_size)
+            if not groups:
+                writer.write_table(table)
+            for a, b in groups:
+                writer.write_table(table.slice(a, b - a), row_group_size=b - a)
+    return os.fspath(path)
+
+
+# ---------------------------------------------------------------------------------- STAC
+
+
+def _period(period: tuple[dt.datetime, dt.datetime] | int) -> tuple[dt.datetime, dt.datetime]:
+    if isinstance(period, int):
+        return dt.datetime(period, 1, 1, tzinfo=dt.UTC), dt.datetime(
+            period + 1, 1, 1, tzinfo=dt.UTC
+        )
+    start, end = period
+    start = start if start.tzinfo else start.replace(tzinfo=dt.UTC)
+    end = end if end.tzinfo else end.replace(tzinfo=dt.UTC)
+    if end <= start:
+        raise ValueError(f"empty period: {start.isoformat()} .. {end.isoformat()}")
+    return start, end
+
+
+def item_id(tile_id: str, period: tuple[dt.datetime, dt.datetime] | int) -> str:
+    """STAC item id of a tile's embeddings for a period: `{tile_id}_{year}` for a year."""
+    if isinstance(period, int):
+        return f"{tile_id}_{period}"
+    start, end = _period(period)
+    return f"{tile_id}_{start:%Y%m%d}_{end:%Y%m%d}"
+
+
+def stac_collection(
+    collection_id: str,
+    *,
+    description: str,
+    extent_bbox: Sequence[float],
+    period: tuple[dt.datetime, dt.datetime] | int,
+    model_version: str,
+    license: str = "CC-BY-4.0",
+    title: str | None = None,
+) -> pystac.Collection:
+    """The STAC collection of an embedding run.
+
+    Args:
+        collection_id: the collection id.
+        description: free text.
+        extent_bbox: lon/lat [minx, miny, maxx, maxy] of all items.
+        period: (start, end) of the valid periods covered, or a year.
+        model_version: the model version that produced the embeddings.
+        license: SPDX license id of the outputs.
+        title: optional title.
+
+    Returns:
+        A pystac Collection (add items with `collection.add_item`).
+    """
+    import pystac
+
+    start, end = _period(period)
+    return pystac.Collection(
+        id=collection_id,
+        description=description,
+        title=title,
+        license=license,
+        extent=pystac.Extent(
+            pystac.SpatialExtent([[float(v) for v in extent_bbox]]),
+            pystac.TemporalExtent([[start, end]]),
+        ),
+        keywords=["embeddings", "AlphaEarth", "earthembed"],
+        stac_extensions=list(STAC_EXTENSIONS),
+        summaries=pystac.Summaries(
+            {
+                "earthembed:model_version": [model_version],
+                "earthembed:embedding_dim": [EMBEDDING_DIM],
+                "gsd": [10.0],
+            }
+        ),
+        extra_fields={"earthembed:quantization": QUANTIZATION_RULE},
+    )
+
+
+def _footprint_lonlat(
+    epsg: int, transform: Affine, shape: tuple[int, int], per_edge: int = 16
+) -> list[list[float]]:
+    """Counter-clockwise lon/lat ring of a raster's outline, densified along each edge."""
+    import pyproj
+
+    h, w = shape
+    t = np.linspace(0.0, 1.0, per_edge, endpoint=False)
+    # Pixel (col, row) corners: top-left -> bottom-left -> bottom-right -> top-right.
+    cols = np.concatenate([np.zeros_like(t), t * w, np.full_like(t, w), (1 - t) * w])
+    rows = np.concatenate([t * h, np.full_like(t, h), (1 - t) * h, np.zeros_like(t)])
+    x = transform.c + cols * transform.a + rows * transform.b
+    y = transform.f + cols * transform.d + rows * transform.e
+    to_ll = pyproj.Transformer.from_crs(int(epsg), 4326, always_xy=True)
+    lon, lat = to_ll.transform(x, y)
+    ring = [[float(a), float(b)] for a, b in zip(lon, lat, strict=True)]
+    if transform.e > 0:  # bottom-up: the same walk goes clockwise
+        ring.reverse()
+    return [*ring, ring[0]]
+
+
+def _raster_bands(n: int, dtype: str, nodata: int, res: float, **extra: Any) -> list[dict]:
+    return [{"data_type": dtype, "nodata": nodata, "spatial_resolution": res, **extra}] * n
+
+
+def stac_item(
+    tile_id: str,
+    *,
+    cog_href: str,
+    quality_href: str,
+    parquet_href: str | None,
+    epsg: int,
+    transform: Affine,
+    shape: tuple[int, int],
+    period: tuple[dt.datetime, dt.datetime] | int,
+    model_version: str,
+    model_sha256: str,
+) -> pystac.Item:
+    """The STAC item of one tile's embeddings for one period.
+
+    Args:
+        tile_id: grid tile id `{epsg}_{col}_{row}`.
+        cog_href: the embedding COG.
+        quality_href: the quality sidecar COG.
+        parquet_href: the GeoParquet table, or None.
+        epsg: EPSG code of the tile CRS.
+        transform: the tile's affine geotransform.
+        shape: (H, W) in pixels.
+        period: (start, end) of the valid period [t_s, t_e), or a calendar year.
+        model_version: model version.
+        model_sha256: content hash of the model bundle.
+
+    Returns:
+        A pystac Item with geometry and bbox in EPSG:4326, start/end_datetime, `proj:*` and the
+        assets `embedding`, `quality` (and `parquet`).
+    """
+    import pystac
+
+    start, end = _period(period)
+    ring = _footprint_lonlat(epsg, transform, shape)
+    lons = [p[0] for p in ring]
+    lats = [p[1] for p in ring]
+    h, w = (int(v) for v in shape)
+    xs = [transform.c, transform.c + w * transform.a]
+    ys = [transform.f, transform.f + h * transform.e]
+    props: dict[str, Any] = {
+        "proj:code": f"EPSG:{int(epsg)}",
+        "proj:shape": [h, w],
+        "proj:transform": [float(v) for v in list(transform)[:6]],
+        "proj:bbox": [min(xs), min(ys), max(xs), max(ys)],
+        "gsd": abs(float(transform.a)),
+        "earthembed:tile_id": tile_id,
+        "earthembed:model_version": model_version,
+        "earthembed:model_sha256": model_sha256,
+    }
+    if isinstance(period, int):
+        props["earthembed:year"] = period
+    item = pystac.Item(
+        id=item_id(tile_id, period),
+        geometry={"type": "Polygon", "coordinates": [ring]},
+        bbox=[min(lons), min(lats), max(lons), max(lats)],
+        datetime=None,
+        start_datetime=start,
+        end_datetime=end,
+        properties=props,
+        stac_extensions=list(STAC_EXTENSIONS),
+    )
+    res = abs(float(transform.a))
+    item.add_asset(
+        "embedding",
+        pystac.Asset(
+            href=cog_href,
+            media_type=COG_MEDIA_TYPE,
+            title="Embedding field (int8, 64 bands)",
+            description=f"Unit-vector embeddings quantized as {QUANTIZATION_RULE}",
+            roles=["data"],
+            extra_fields={
+                "bands": [{"name": n} for n in BAND_NAMES],
+                "raster:bands": _raster_bands(EMBEDDING_DIM, "int8", NODATA, res),
+            },
+        ),
+    )
+    quality_bands = []
+    for name in QUALITY_BANDS:
+        band = {"data_type": QUALITY_DTYPE, "nodata": QUALITY_NODATA, "spatial_resolution": res}
+        if name.startswith("obs_"):
+            band["unit"] = "count"
+        else:
+            band["scale"] = 1.0 / QUALITY_FRACTION_SCALE
+            band["offset"] = 0.0
+        quality_bands.append(band)
+    item.add_asset(
+        "quality",
+        pystac.Asset(
+            href=quality_href,
+            media_type=COG_MEDIA_TYPE,
+            title="Per-pixel quality",
+            description="Observation counts per source, clear fraction and confidence",
+            roles=["metadata", "quality"],
+            extra_fields={
+                "bands": [{"name": n} for n in QUALITY_BANDS],
+                "raster:bands": quality_bands,
+            },
+        ),
+    )
+    if parquet_href is not None:
+        item.add_asset(
+            "parquet",
+            pystac.Asset(
+                href=parquet_href,
+                media_type=PARQUET_MEDIA_TYPE,
+                title="Embeddings per pixel (GeoParquet 1.1)",
+                roles=["data"],
+            ),
+        )
+    return item
+
+
+# ---------------------------------------------------------------------------------- readers
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingField:
+    """A north-up embedding field read from one or more files.
+
+    Attributes:
+        values: float32 (H, W, 64), dequantized; NaN rows where there is no embedding.
+        valid: bool (H, W).
+        transform: north-up affine geotransform (negative y pixel size) of `values`.
+        crs: rasterio CRS of the grid.
+        paths: the files the field was read from.
+    """
+
+    values: np.ndarray
+    valid: np.ndarray
+    transform: Affine
+    crs: CRS
+    paths: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape[:2]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) in `crs`."""
+        h, w = self.shape
+        t = self.transform
+        return (t.c, t.f + h * t.e, t.c + w * t.a, t.f)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """An embedding raster's header, seen north-up."""
+
+    path: str
+    crs: CRS
+    transform: Affine  # north-up
+    height: int
+    width: int
+    bottom_up: bool
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        t = self.transform
+        return (t.c, t.f + self.height * t.e, t.c + self.width * t.a, t.f)
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path or path.startswith("/vsi")
+
+
+def _open_source(path: str) -> _Source:
+    """Open a raster header; errors name the file."""
+    import rasterio
+    import rasterio.errors
+
+    if not _is_remote(path) and not os.path.exists(path):
+        raise FileNotFoundError(f"embedding raster not found: {path}")
+    try:
+        with rasterio.open(path) as src:
+            count, dtypes, t = src.count, set(src.dtypes), src.transform
+            crs, h, w, nodata = src.crs, src.height, src.width, src.nodata
+    except rasterio.errors.RasterioError as err:
+        raise ValueError(f"cannot open {path} as a raster: {err}") from err
+    if count != EMBEDDING_DIM or dtypes != {"int8"}:
+        raise ValueError(
+            f"{path} is not an embedding raster: {count} band(s) of {sorted(dtypes)}; expected "
+            f"{EMBEDDING_DIM} int8 bands {BAND_NAMES[0]}..{BAND_NAMES[-1]}"
+        )
+    if nodata is not None and nodata != NODATA:
+        raise ValueError(f"{path}: nodata is {nodata}; embedding rasters use {NODATA}")
+    if t.b != 0 or t.d != 0 or t.a <= 0 or t.e == 0:
+        raise ValueError(f"{path}: rotated or mirrored geotransform {tuple(t)[:6]} not supported")
+    if crs is None:
+        raise ValueError(f"{path} has no CRS")
+    bottom_up = t.e > 0
+    if bottom_up:
+        t = Affine(t.a, 0.0, t.c, 0.0, -t.e, t.f + h * t.e)
+    return _Source(path, crs, t, h, w, bottom_up)
+
+
+def _read_source(src: _Source, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    """int8 (r1 - r0, c1 - c0, 64) of north-up rows [r0, r1) and columns [c0, c1)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    fr0 = src.height - r1 if src.bottom_up else r0
+    with rasterio.open(src.path) as ds:
+        data = ds.read(window=Window(c0, fr0, c1 - c0, r1 - r0))
+    data = data.transpose(1, 2, 0)
+    if src.bottom_up:
+        data = data[::-1]
+    return np.ascontiguousarray(data)
+
+
+def _embedding_files(folder: str) -> list[str]:
+    """COGs under a folder, leaving out sidecars, temporary files and hidden scratch folders."""
+    out = []
+    for p in sorted(Path(folder).rglob("*")):
+        parts = p.relative_to(folder).parts
+        if not p.is_file() or ".tmp-" in p.name or any(x.startswith(".") for x in parts):
+            continue
+        if p.suffix.lower() in (".tif", ".tiff") and not p.stem.endswith("_quality"):
+            out.append(str(p))
+    if not out:
+        raise FileNotFoundError(f"no embedding COGs (*.tif, *.tiff) under {folder}")
+    return out
+
+
+def _bbox_in(bbox: Sequence[float], bbox_crs: str, crs: Any) -> tuple[float, ...]:
+    """A bbox transformed into `crs` (densified edges)."""
+    import pyproj
+
+    dst = pyproj.CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
+    src = pyproj.CRS.from_user_input(bbox_crs)
+    if src == dst:
+        return tuple(float(v) for v in bbox)
+    tr = pyproj.Transformer.from_crs(src, dst, always_xy=True)
+    return tuple(tr.transform_bounds(*bbox, densify_pts=21))
+
+
+def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _stac_files(path: str, bbox: Sequence[float] | None, bbox_crs: str) -> list[str]:
+    """The `embedding` asset hrefs of a STAC catalog's, collection's or item's items."""
+    import pystac
+
+    try:
+        obj = pystac.read_file(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"STAC file not found: {path}") from None
+    except Exception as err:
+        raise ValueError(f"cannot read {path} as STAC: {err}") from err
+    items = [obj] if isinstance(obj, pystac.Item) else list(obj.get_items(recursive=True))
+    query = _bbox_in(bbox, bbox_crs, "EPSG:4326") if bbox is not None else None
+    out = []
+    for item in items:
+        if query is not None and item.bbox is not None and not _intersects(item.bbox, query):
+            continue
+        asset = item.assets.get("embedding")
+        if asset is None:
+            raise ValueError(f"STAC item {item.id!r} in {path} has no 'embedding' asset")
+        out.append(asset.get_absolute_href() or asset.href)
+    if not items:
+        raise ValueError(f"no STAC items in {path}")
+    return out
+
+
+def open_embeddings(
+    path_or_catalog: str | os.PathLike,
+    bbox: tuple[float, float, float, float] | None = None,
+    *,
+    bbox_crs: str = "EPSG:4326",
+) -> EmbeddingField:
+    """Open embeddings as a north-up float field: ours or the official AEF tiles alike.
+
+    Args:
+        path_or_catalog: a COG (ours, or an AEF tile stored bottom-up), a directory of COGs
+            (searched recursively; `*_quality.tif` sidecars skipped) or a STAC catalog,
+            collection or item JSON whose items carry an `embedding` asset.
+        bbox: (minx, miny, maxx, maxy) to crop to (the pixels it touches), or None for all.
+        bbox_crs: CRS of `bbox` (lon/lat by default).
+
+    Returns:
+        An EmbeddingField on one north-up grid; several files are mosaicked (NaN where none
+        covers a pixel).
+
+    Raises:
+        FileNotFoundError: a path (or a file a catalog names) does not exist.
+        ValueError: a file is not a 64-band int8 embedding raster, the files differ in CRS,
+            pixel size or grid alignment, overlap, or nothing intersects `bbox`.
+    """
+    target = os.fspath(path_or_catalog)
+    if target.lower().endswith(".json"):
+        files = _stac_files(target, bbox, bbox_crs)
+    elif not _is_remote(target) and os.path.isdir(target):
+        files = _embedding_files(target)
+    else:
+        files = [target]
+    sources = [_open_source(f) for f in files]
+    if bbox is not None:
+        sources = [s for s in sources if _intersects(s.bounds, _bbox_in(bbox, bbox_crs, s.crs))]
+    if not sources:
+        raise ValueError(f"no embedding raster in {target} intersects bbox {bbox} ({bbox_crs})")
+    crss = {s.crs.to_epsg() or s.crs.to_wkt() for s in sources}
+    if len(crss) > 1:
+        listing = ", ".join(f"{s.path} ({s.crs.to_string()})" for s in sources)
+        raise ValueError(f"cannot mosaic embeddings in different CRSs: {listing}")
+    first = sources[0]
+    px, py = first.transform.a, -first.transform.e
+    for s in sources[1:]:
+        if not (math.isclose(s.transform.a, px) and math.isclose(-s.transform.e, py)):
+            raise ValueError(
+                f"pixel sizes differ: {first.path} ({px}, {py}) and {s.path} "
+                f"({s.transform.a}, {-s.transform.e})"
+            )
+    x0 = min(s.bounds[0] for s in sources)
+    y0 = max(s.bounds[3] for s in sources)
+    offsets = []
+    for s in sources:
+        fc, fr = (s.transform.c - x0) / px, (y0 - s.transform.f) / py
+        c, r = round(fc), round(fr)
+        if abs(fc - c) > 1e-6 or abs(fr - r) > 1e-6:
+            raise ValueError(f"{s.path} is not aligned with the grid of {first.path}")
+        offsets.append((r, c))
+    height = max(r + s.height for (r, _), s in zip(offsets, sources, strict=True))
+    width = max(c + s.width for (_, c), s in zip(offsets, sources, strict=True))
+    r0, r1, c0, c1 = 0, height, 0, width
+    if bbox is not None:
+        bx0, by0, bx1, by1 = _bbox_in(bbox, bbox_crs, first.crs)
+        eps = 1e-9
+        c0 = max(0, math.floor((bx0 - x0) / px + eps))
+        c1 = min(width, math.ceil((bx1 - x0) / px - eps))
+        r0 = max(0, math.floor((y0 - by1) / py + eps))
+        r1 = min(height, math.ceil((y0 - by0) / py - eps))
+        if r1 <= r0 or c1 <= c0:
+            raise ValueError(f"bbox {bbox} ({bbox_crs}) does not intersect {target}")
+    q = np.full((r1 - r0, c1 - c0, EMBEDDING_DIM), NODATA, np.int8)
+    written = np.zeros((r1 - r0, c1 - c0), np.int16)
+    used = []
+    for (orow, ocol), s in zip(offsets, sources, strict=True):
+        # The part of this source inside the output window, in source and output coordinates.
+        sr0, sr1 = max(r0 - orow, 0), min(r1 - orow, s.height)
+        sc0, sc1 = max(c0 - ocol, 0), min(c1 - ocol, s.width)
+        if sr1 <= sr0 or sc1 <= sc0:
+            continue
+        dr, dc = orow + sr0 - r0, ocol + sc0 - c0
+        out = (slice(dr, dr + sr1 - sr0), slice(dc, dc + sc1 - sc0))
+        if written[out].any():
+            raise ValueError(
+                f"{s.path} overlaps another file in {target}; open one period at a time"
+            )
+        q[out] = _read_source(s, sr0, sr1, sc0, sc1)
+        written[out] += 1
+        used.append(s.path)
+    values = dequantize(q)
+    transform = Affine(px, 0.0, x0 + c0 * px, 0.0, -py, y0 - r0 * py)
+    return EmbeddingField(values, valid_mask(values), transform, first.crs, tuple(used))

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Reproduce the shipped demo model (model/weights/tiny): `make pretrain`.
+#
+# Data: simulated regions of both biome presets (seeds 11 and 12; the benchmarks hold out
+# seeds 101 and 202) as 32 x 32 px patches, plus P = 1 point examples of the real samples in
+# ../shared/realdata (WorldCereal Belgium monthly composites and the eo-learn Slovenia scenes,
+# no labels used). Model: config tiny, seed 0, the steps below. Each stage is skipped when its
+# output exists, so a rerun resumes (training resumes from its last checkpoint).
+#
+#   WORK=/tmp/pretrain STEPS=1200 bash scripts/pretrain.sh
+set -euo pipefail
+BIN=${BIN:-.venv/bin}
+WORK=${WORK:-pretrain_work}
+STEPS=${STEPS:-1200}
+OUT=${OUT:-model/weights/tiny}
+REALDATA=${REALDATA:-../shared/realdata}
+BEAM="--direct_num_workers 2 --direct_running_mode multi_processing"
+mkdir -p "$WORK"
+start=$(date +%s)
+
+for spec in "11 tropical" "12 temperate"; do
+  set -- $spec
+  sim="$WORK/sim_$1_$2"
+  [ -f "$sim/catalog.json" ] || "$BIN/earthembed" simulate --out "$sim" --region demo \
+    --size-km 5.12x2.56 --years 2023 --seed "$1" --biome "$2"
+  [ -f "$WORK/td_$2/stats.json" ] || "$BIN/earthembed" build-training-data \
+    --stac "$sim/catalog.json" --years 2023 --num-samples 160 --patch-size 32 --max-frames 12 \
+    --seed "$1" --out "$WORK/td_$2" $BEAM
+done
+
+[ -f "$WORK/points_eolearn.parquet" ] || "$BIN/python" - "$REALDATA" "$WORK" <<'PY'
+import sys
+
+from beam_jobs.io import points, realdata
+
+root, work = sys.argv[1], sys.argv[2]
+wc = realdata.read_worldcereal(f"{root}/worldcereal_belgium_2021/inputs.nc")
+eo = realdata.read_eolearn(f"{root}/eolearn_slovenia").observations
+for name, obs in (("worldcereal", wc), ("eolearn", eo)):
+    points.write_point_table(points.window_to_points(obs, sample=1500, seed=0),
+                             f"{work}/points_{name}.parquet")
+PY
+for spec in "worldcereal 2021" "eolearn 2015"; do
+  set -- $spec
+  [ -f "$WORK/td_$1/stats.json" ] || "$BIN/earthembed" build-training-data \
+    --observations "$WORK/points_$1.parquet" --years "$2" --max-frames 12 --seed 0 \
+    --out "$WORK/td_$1" $BEAM
+done
+
+"$BIN/earthembed" train --config tiny --seed 0 --steps "$STEPS" --workdir "$WORK/run" \
+  --data "$WORK/td_tropical,$WORK/td_temperate,$WORK/td_worldcereal,$WORK/td_eolearn" \
+  --config.train.data_weights="(0.4,0.4,0.1,0.1)"
+"$BIN/earthembed" export --workdir "$WORK/run" --out "$OUT"
+echo "pretrain: $OUT in $(( $(date +%s) - start )) s"

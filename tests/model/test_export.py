@@ -1,0 +1,104 @@
+"""model/export.py and model/bundle.py: bundles round-trip, digests guard them, embed works."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from model import bundle as bundle_mod
+from model import export, features, load_bundle, modules
+from schemas import examples
+from schemas.grid import GridWindow
+from schemas.observations import Observations, SourceFrames
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, small_config):
+    c = small_config()
+    m = modules.create_model(c)
+    params = m.init(jax.random.key(0), features.empty_inputs(1, 2, 4), jax.random.key(1))
+    stats = {"sentinel1": {"VV": {"mean": -10.0, "std": 3.0, "count": 5}}}
+    out = tmp_path_factory.mktemp("b") / "bundle"
+    export.write_bundle(str(out), params["params"], c.to_dict(), stats, step=7)
+    return out
+
+
+def _obs(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    t = 6
+    s1 = SourceFrames(
+        "sentinel1",
+        values=rng.normal(-12, 3, size=(t, h, w, 2)).astype(np.float32),
+        valid=np.ones((t, h, w), bool),
+        times_ms=(1672531200000 + np.arange(t) * 30 * 86_400_000).astype(np.int64),
+        geometry={"incidence_angle": np.full(t, 35.0), "orbit_direction": np.zeros(t)},
+        band_names=("VV", "VH"),
+    )
+    s1.valid[:, 0, 0] = False  # one pixel never observed
+    return Observations(
+        sources={"sentinel1": s1}, window=GridWindow(32631, 600000.0, 5600000.0, w, h)
+    )
+
+
+def test_bundle_files_and_metadata(bundle_dir):
+    meta = json.loads((bundle_dir / "bundle.json").read_text())
+    assert meta["step"] == 7 and meta["schema_version"] == examples.SCHEMA_VERSION
+    assert set(meta["files"]) == set(export.BUNDLE_FILES)
+    assert meta["sha256"] == export.content_hash(meta["files"])
+    assert meta["version"] == f"tiny-{meta['sha256'][:12]}"
+    raw = (bundle_dir / "params.msgpack").read_bytes()
+    assert b"pickle" not in raw and raw[:1] != b"\x80"  # msgpack map, not a pickle stream
+
+
+def test_embed_window_shapes_norms_and_nan(bundle_dir):
+    b = load_bundle(str(bundle_dir))
+    emb = b.embed(_obs(20, 13), chip_size=8, halo=2)
+    assert emb.shape == (20 * 13, 64)
+    assert np.isnan(emb[0]).all()  # pixel (0, 0) has no valid observation
+    np.testing.assert_allclose(np.linalg.norm(emb[1:], axis=1), 1.0, atol=1e-5)
+
+
+def test_embed_batch_fixed_shape_and_padding(bundle_dir):
+    b = load_bundle(str(bundle_dir))
+    obs = _obs(8, 8)
+    item = b.prepare(obs, t_start_ms=1672531200000, t_end_ms=1704067200000)
+    out = b.embed_batch(b.pad_batch([item, item], 4))
+    assert out.shape == (4, 8, 8, 64)
+    np.testing.assert_array_equal(out[0], out[1])
+    assert np.isnan(out[2:]).all()  # padding is unobserved
+
+
+def test_embed_points_matches_one_pixel_windows(bundle_dir):
+    from beam_jobs.io import points
+
+    b = load_bundle(str(bundle_dir))
+    obs = _obs(3, 3)
+    pts = points.window_to_points(obs)
+    emb = b.embed(pts, 1672531200000, 1704067200000)
+    assert emb.shape == (9, 64)
+    assert np.isnan(emb[0]).all()
+    np.testing.assert_allclose(np.linalg.norm(emb[1:], axis=1), 1.0, atol=1e-5)
+
+
+def test_bfloat16_agrees_with_float32(bundle_dir):
+    obs = _obs(8, 8)
+    a = load_bundle(str(bundle_dir)).embed(obs, chip_size=8, halo=0)
+    b = load_bundle(str(bundle_dir), compute_dtype="bfloat16").embed(obs, chip_size=8, halo=0)
+    ok = np.isfinite(a[:, 0])
+    assert np.median(np.sum(a[ok] * b[ok], axis=1)) > 0.98
+
+
+def test_tampered_bundle_is_refused(bundle_dir, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle_dir, bad)
+    (bad / "stats.json").write_text("{}")
+    with pytest.raises(bundle_mod.BundleError, match="stats.json: sha256"):
+        load_bundle(str(bad))
+    (bad / "bundle.json").unlink()
+    with pytest.raises(bundle_mod.BundleError, match="no bundle.json"):
+        load_bundle(str(bad))

@@ -1,0 +1,82 @@
+"""model/features.py: normalization, frame subsets and pooled statistics on hand values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model import features
+from schemas import examples, sensors
+
+DAY = 86_400_000
+
+
+def _batch(p=2, t=3):
+    layout = examples.feature_layout(patch_size=p, max_frames=t)
+    out = {}
+    for name in features.example_keys():
+        f = layout[name]
+        dtype = {"float32": np.float32, "int64": np.int64, "bool": bool}[f.dtype]
+        out[name] = np.zeros((1, *f.shape), dtype)
+    out["valid_period"][0] = [10 * DAY, 40 * DAY]
+    return out
+
+
+def test_normalizer_floors_std_and_fills_missing_bands():
+    stats = {"sentinel1": {"VV": {"mean": -10.0, "std": 2.0}, "VH": {"mean": -17.0, "std": 0.0}}}
+    norm = features.normalizer(stats, std_floor=0.01)
+    mean, std = norm["sentinel1"]
+    assert mean.tolist() == [-10.0, -17.0]
+    assert std.tolist() == pytest.approx([2.0, 0.01])
+    mean, std = norm["sentinel2_l2a"]
+    assert np.all(mean == 0) and np.all(std == 1)
+
+
+def test_to_model_inputs_normalizes_masks_and_times():
+    b = _batch()
+    s = "sentinel1"
+    b[f"{s}/values"][0, 0, ..., 0] = -6.0  # VV
+    b[f"{s}/valid"][0, 0] = [[True, False], [True, True]]
+    b[f"{s}/frame_valid"][0, :2] = True
+    b[f"{s}/band_valid"][0, :2] = True
+    b[f"{s}/times_ms"][0, :2] = [15 * DAY, 25 * DAY]
+    norm = features.normalizer({s: {"VV": {"mean": -10.0, "std": 2.0}}})
+    x = features.to_model_inputs(b, norm, max_frames=3)
+    assert x[f"{s}/x"].shape == (1, 3, 2, 2, 2)
+    # (-6 - -10) / 2 = 2 where usable, 0 where the pixel is invalid
+    assert x[f"{s}/x"][0, 0, :, :, 0].tolist() == [[2.0, 0.0], [2.0, 2.0]]
+    assert x[f"{s}/mask"][0, 0].tolist() == [[1, 0], [1, 1]]
+    assert x[f"{s}/mask"][0, 2].sum() == 0  # padding frame
+    assert x[f"{s}/t"][0].tolist() == [5.0, 15.0, 0.0]
+    assert x["period_days"].tolist() == [30.0]
+    assert x["cop_dem/t"].shape == (1, 1)
+
+
+def test_frame_subset_spreads_valid_frames_and_pads():
+    b = _batch(p=1, t=8)
+    s = "sentinel2_l2a"
+    b[f"{s}/frame_valid"][0, :7] = True
+    b[f"{s}/times_ms"][0, :7] = np.arange(7) * DAY + 10 * DAY
+    x = features.to_model_inputs(b, features.normalizer({}), max_frames=4)
+    # 7 valid frames -> 4 evenly spread: indices 0, 2, 4, 6 -> days 0, 2, 4, 6
+    assert x[f"{s}/t"][0].tolist() == [0.0, 2.0, 4.0, 6.0]
+    x = features.to_model_inputs(_batch(p=1, t=2), features.normalizer({}), max_frames=4)
+    assert x[f"{s}/t"].shape == (1, 4) and x[f"{s}/band_mask"].sum() == 0
+
+
+def test_pool_stats_weights_by_count():
+    a = {"sentinel1": {"VV": {"mean": 0.0, "std": 1.0, "count": 1}}}
+    b = {"sentinel1": {"VV": {"mean": 2.0, "std": 1.0, "count": 3}}}
+    pooled = features.pool_stats([a, b])["sentinel1"]["VV"]
+    # mean 1.5; var = (1*(1 + 2.25) + 3*(1 + 0.25)) / 4 = 1.75
+    assert pooled["mean"] == pytest.approx(1.5)
+    assert pooled["std"] == pytest.approx(1.75**0.5)
+    assert pooled["count"] == 4
+
+
+def test_empty_inputs_have_every_source():
+    x = features.empty_inputs(2, 3, 5)
+    for s in sensors.SOURCE_IDS:
+        t = 1 if sensors.get_sensor(s).is_static else 5
+        assert x[f"{s}/x"].shape[:4] == (2, t, 3, 3)
+        assert x[f"{s}/mask"].sum() == 0

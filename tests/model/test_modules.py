@@ -1,0 +1,100 @@
+"""model/modules.py: shapes, unit norm, 1 x 1 inputs, masked pooling, source subsets."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from model import features, modules
+
+
+def _inputs(b, p, t, seed=0, drop=()):
+    x = features.empty_inputs(b, p, t)
+    rng = np.random.default_rng(seed)
+    for k in x:
+        src = k.split("/")[0]
+        if src in drop:
+            continue
+        if k.endswith("/x"):
+            x[k] = rng.normal(size=x[k].shape).astype(np.float32)
+        elif k.endswith("mask"):
+            x[k] = np.ones_like(x[k])
+        elif k.endswith("/t"):
+            x[k] = np.sort(rng.uniform(0, 365, size=x[k].shape), axis=1).astype(np.float32)
+    x["period_days"][:] = 365.0
+    return x
+
+
+@pytest.fixture(scope="module")
+def model_and_params(small_config):
+    c = small_config()
+    m = modules.create_model(c)
+    params = m.init(jax.random.key(0), _inputs(1, 4, 4), jax.random.key(1))
+    return c, m, params
+
+
+@pytest.mark.parametrize("p", [1, 5, 16])
+def test_shapes_and_unit_norm(model_and_params, p):
+    c, m, params = model_and_params
+    mu, observed, dec = m.apply(params, _inputs(2, p, 4), jax.random.key(2))
+    assert mu.shape == (2, p, p, 64)
+    assert observed.shape == (2, p, p) and bool(observed.all())
+    np.testing.assert_allclose(jnp.linalg.norm(mu, axis=-1), 1.0, atol=1e-5)
+    assert dec["sentinel2_l2a"].shape == (2, 4, p, p, 10)
+    assert dec["cop_dem"].shape == (2, 1, p, p, 2)
+
+
+def test_any_subset_of_sources(model_and_params):
+    c, m, params = model_and_params
+    only_s1 = _inputs(1, 8, 4, drop=("sentinel2_l2a", "landsat_c2l2", "era5_land", "cop_dem"))
+    mu, observed = m.apply(params, only_s1, method=m.encode)
+    assert bool(observed.all()) and np.all(np.isfinite(mu))
+    nothing = features.empty_inputs(1, 8, 4)
+    _, observed = m.apply(params, nothing, method=m.encode)
+    assert not bool(observed.any())
+
+
+def test_unobserved_pixel_does_not_change_others(model_and_params):
+    """Masked inputs are ignored: garbage values under a zero mask leave mu unchanged."""
+    c, m, params = model_and_params
+    x = _inputs(1, 8, 4)
+    y = {k: v.copy() for k, v in x.items()}
+    y["sentinel2_l2a/mask"][0, 1] = 0
+    z = {k: v.copy() for k, v in y.items()}
+    z["sentinel2_l2a/x"][0, 1] = 1e3
+    a = m.apply(params, y, method=m.encode)[0]
+    b = m.apply(params, z, method=m.encode)[0]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_masked_pool_means_valid_pixels_and_rounds_up():
+    x = jnp.arange(9.0).reshape(1, 1, 3, 3, 1)
+    m = jnp.array([[[[1, 0, 1], [1, 1, 1], [0, 0, 1]]]], jnp.float32)
+    pooled, pm = modules.masked_pool(x, m, 2)
+    assert pooled.shape == (1, 1, 2, 2, 1)
+    # block (0,0): values 0, 3, 4 valid -> 7/3; block (1,1): 8 -> 8; block (1,0): none -> 0
+    np.testing.assert_allclose(pooled[0, 0, :, :, 0], [[7 / 3, (2 + 5) / 2], [0.0, 8.0]])
+    assert pm[0, 0].tolist() == [[1, 1], [0, 1]]
+    up = modules.upsample(pooled, 2, 3, 3)
+    assert up.shape == (1, 1, 3, 3, 1) and float(up[0, 0, 2, 2, 0]) == 8.0
+
+
+def test_timecode_is_periodic_in_two_years():
+    t = jnp.array([0.0, 730.0])
+    tc = modules.timecode(t, 8)
+    np.testing.assert_allclose(tc[0], tc[1], atol=1e-4)
+    assert tc.shape == (2, 16)
+
+
+def test_large_config_has_about_480m_parameters():
+    from model import configs
+
+    c = configs.get("large")
+    m = modules.create_model(c)
+    shapes = jax.eval_shape(
+        lambda: m.init(jax.random.key(0), features.empty_inputs(1, 1, 2), jax.random.key(1))
+    )
+    n = modules.count_params(shapes)
+    assert 450e6 < n < 510e6, n

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 JOBS ?= 2
 
-.PHONY: venv demo test lint format bench constraints clean
+.PHONY: venv demo test lint format bench constraints clean templates
 
 $(STAMP): setup.py constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=/path/to/python3.11"; exit 1; }
@@ -36,6 +36,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+templates: $(STAMP)
+	$(BIN)/hadolint templates/Dockerfile templates/Dockerfile.gpu
+	$(BIN)/python -m pytest -q -n 0 tests/templates tests/beam_jobs/test_cloud.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all

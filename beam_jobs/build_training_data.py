@@ -880,7 +880,8 @@ def build_pipeline(
     return pipeline
 
 
-def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+def build_parser() -> argparse.ArgumentParser:
+    """The job's own options (Beam options pass through separately)."""
     p = argparse.ArgumentParser(
         prog="earthembed build-training-data",
         description="STAC catalog or point table -> sharded TFRecords + tf.Transform stats",
@@ -901,6 +902,11 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
     p.add_argument("--out", required=True, help="output directory (local or gs://)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     p.add_argument("--verbose", action="store_true")
+    return p
+
+
+def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    p = build_parser()
     args, beam_args = p.parse_known_args(argv)
     if args.stac and not args.years:
         p.error("--stac needs --years")

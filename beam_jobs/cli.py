@@ -24,6 +24,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "export": ("model.export", "export a trained workdir as a model bundle"),
     "embed": ("beam_jobs.embed", "AOI + year -> int8 COG + GeoParquet + STAC embedding tiles"),
     "embed-points": ("beam_jobs.embed_points", "point observation table -> GeoParquet embeddings"),
+    "cloud": ("beam_jobs.cloud", "build and run the Dataflow flex templates (gcloud)"),
 }
 
 

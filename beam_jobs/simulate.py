@@ -44,6 +44,8 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
+import sys
 import uuid
 from pathlib import Path
 
@@ -79,14 +81,19 @@ EXTENSIONS = {
 # ---------------------------------------------------------------------------------- options
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    """Job options and the leftover Beam options."""
+def build_parser() -> argparse.ArgumentParser:
+    """The job's own options (Beam options pass through separately)."""
     p = argparse.ArgumentParser(
         prog="earthembed simulate", description="Simulate a multi-sensor region (STAC + COGs)."
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--years", default="2023", help="e.g. 2023,2024 or 2022-2024")
-    p.add_argument("--region", default="demo", choices=sim.REGIONS, help="named region")
+    p.add_argument(
+        "--region",
+        default="demo",
+        choices=sim.REGIONS,
+        help="named region (a cloud region such as europe-west1 is left to Beam: Dataflow's)",
+    )
     p.add_argument("--bbox", default=None, help="lon/lat minx,miny,maxx,maxy (instead of --region)")
     p.add_argument("--size-km", default=None, help="with --region: W or WxH km (default 5.12x2.56)")
     p.add_argument("--seed", type=int, default=0)
@@ -97,7 +104,40 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--sources", default=",".join(sim.ALL_SOURCES), help="comma-separated registry source ids"
     )
     p.add_argument("--verbose", action="store_true")
-    return p.parse_known_args(argv)
+    return p
+
+
+# A cloud region (europe-west1, us-central1): Dataflow's --region, never a named sim region.
+_CLOUD_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
+
+
+def _split_cloud_region(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Hand `--region <cloud region>` to Beam; `--region demo` stays the job's.
+
+    Dataflow (and its flex-template launcher) passes `--region=europe-west1`, which this job's
+    own `--region` (a named simulated region) would otherwise reject.
+    """
+    job, beam = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--region" and i + 1 < len(argv) and _CLOUD_REGION.fullmatch(argv[i + 1]):
+            beam += argv[i : i + 2]
+            i += 2
+            continue
+        if arg.startswith("--region=") and _CLOUD_REGION.fullmatch(arg.split("=", 1)[1]):
+            beam.append(arg)
+        else:
+            job.append(arg)
+        i += 1
+    return job, beam
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """Job options and the leftover Beam options."""
+    job_argv, cloud_region = _split_cloud_region(list(sys.argv[1:] if argv is None else argv))
+    args, beam_args = build_parser().parse_known_args(job_argv)
+    return args, beam_args + cloud_region
 
 
 def region_from_args(args: argparse.Namespace) -> SimRegion:

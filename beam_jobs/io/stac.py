@@ -15,16 +15,28 @@ resamples onto the window's grid (bilinear for continuous bands, nearest for qua
 ERA5's 0.1 degree lon/lat grid is a real reprojection), merges granules of one acquisition into
 one frame, and builds the valid mask: inside a footprint, not nodata, clear per the quality
 layer. The item index (`ItemRef`) is plain data, so a STAC API client can feed the same reader.
+
+Speed: opened datasets stay open in a per-process LRU (`MAX_OPEN_DATASETS`; a local file that
+changes on disk is reopened; `clear_dataset_cache` closes them all). A COG on the window's own
+grid, or on an integer coarsening of it (20 m bands, 20/30 m quality layers), is resampled in
+numpy with exactly the result `reproject` gives; other grids go through `reproject`, the bands
+of one item that share a grid and a nodata mask in one call.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
+import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import os
+import threading
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -38,7 +50,7 @@ from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject, transform_bounds
 
 from schemas import sensors
-from schemas.grid import GridWindow
+from schemas.grid import PIXEL_SIZE_M, GridWindow
 from schemas.observations import Observations, SourceFrames
 
 log = logging.getLogger(__name__)
@@ -53,6 +65,9 @@ GDAL_ENV: Mapping[str, Any] = {
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MULTIPLEX": "YES",
     "VSI_CACHE": "TRUE",
+    # Per open file (default 25 MB): the reader keeps up to MAX_OPEN_DATASETS files open, and
+    # decoded blocks are cached anyway (GDAL_CACHEMAX, shared by all datasets).
+    "VSI_CACHE_SIZE": str(512 * 1024),
 }
 
 # Granules whose datetimes lie this close belong to one acquisition (adjacent S2 tiles or
@@ -198,7 +213,8 @@ class StacCatalog:
     """A static STAC catalog, walked once and indexed by source id (= collection id).
 
     Cheap to reuse across windows: the index is built on `open` and queries only bisect a
-    sorted time list and test bboxes; no file is held open.
+    sorted time list and test bboxes; the index holds no file open (the reader keeps its own
+    cache of open datasets).
     """
 
     def __init__(self, items: Iterable[tuple[str, pystac.Item]], href: str | None = None):
@@ -306,25 +322,370 @@ def _padded(window: GridWindow, pad: int) -> GridWindow:
     return window.subwindow(-pad, -pad, window.height + 2 * pad, window.width + 2 * pad)
 
 
-def _source_window(ds: rasterio.DatasetReader, dst: GridWindow) -> rasterio.windows.Window | None:
+# ---------------------------------------------------------------------------------- datasets
+
+# Open datasets kept per process (an LRU keyed by href). One window-year of one granule touches
+# ~1,200-2,500 assets, read again for every chip of the tile: a cache smaller than that working
+# set would miss on every read of a sequential sweep, so the default holds a few thousand (at
+# most half the process's open-file limit). EARTHEMBED_MAX_OPEN_DATASETS overrides it.
+MAX_OPEN_DATASETS = 2048
+
+# Set False to read every asset alone through rasterio.warp.reproject, as the reader once did:
+# the reference the fast paths (aligned grids in numpy, bands of one grid warped in one call)
+# are tested against.
+FAST_PATHS = True
+
+
+def _max_open_default() -> int:
+    n = int(os.environ.get("EARTHEMBED_MAX_OPEN_DATASETS") or MAX_OPEN_DATASETS)
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft != resource.RLIM_INFINITY:
+            n = min(n, max(16, soft // 2))
+    except (ImportError, OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+@functools.lru_cache(maxsize=64)
+def _epsg_crs(epsg: int) -> CRS:
+    return CRS.from_epsg(epsg)
+
+
+def _file_stamp(href: str) -> tuple[int, ...] | None:
+    """Identity of a local file's current content (device, inode, size, times); None if the
+    href is remote or virtual (never re-checked) or the file cannot be stat'ed."""
+    if href.startswith("/vsi"):
+        return None
+    if "://" in href:
+        if not href.startswith("file://"):
+            return None
+        href = urllib.parse.unquote(urllib.parse.urlparse(href).path)
+    try:
+        st = os.stat(href)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _OpenDataset:
+    """An open dataset, its lock (held while reading it), and what every read asks of it."""
+
+    __slots__ = (
+        "crs",
+        "ds",
+        "height",
+        "href",
+        "inverse",
+        "lock",
+        "nodata",
+        "stamp",
+        "transform",
+        "width",
+        "_same_crs",
+    )
+
+    def __init__(self, href: str, ds: rasterio.DatasetReader, stamp: tuple[int, ...] | None):
+        self.href = href
+        self.ds = ds
+        self.stamp = stamp
+        self.lock = threading.Lock()
+        self.crs = ds.crs
+        self.transform = ds.transform
+        self.inverse = ~ds.transform
+        self.width = ds.width
+        self.height = ds.height
+        self.nodata = ds.nodata
+        self._same_crs: dict[int, bool] = {}
+
+    def same_crs(self, epsg: int) -> bool:
+        """Whether the dataset's CRS is EPSG:`epsg` (memoized: CRS comparison is slow)."""
+        same = self._same_crs.get(epsg)
+        if same is None:
+            same = self._same_crs[epsg] = bool(self.crs == _epsg_crs(epsg))
+        return same
+
+
+class _DatasetCache:
+    """Per-process LRU of open datasets keyed by href; thread-safe.
+
+    A dataset is read under its own lock (GDAL handles are not safe to read concurrently);
+    the cache's lock guards only the index. A local file whose stat (inode, size, mtime,
+    ctime) changed since it was opened is reopened, so a file fixed or replaced on disk is
+    read afresh; evicted or replaced datasets are closed. Open errors are not cached.
+    """
+
+    def __init__(self, max_open: int | None = None) -> None:
+        self._max_open = max_open
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._open: collections.OrderedDict[str, _OpenDataset] = collections.OrderedDict()
+
+    @property
+    def max_open(self) -> int:
+        if self._max_open is None:
+            self._max_open = _max_open_default()
+        return self._max_open
+
+    @max_open.setter
+    def max_open(self, n: int) -> None:
+        self._max_open = max(1, int(n))
+        self._trim()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    @contextlib.contextmanager
+    def dataset(self, href: str) -> Iterator[_OpenDataset]:
+        """The open dataset of `href` (opened if need be), its lock held while in use."""
+        while True:
+            entry = self._get(href)
+            with entry.lock:
+                if not entry.ds.closed:
+                    yield entry
+                    return
+            self._forget(entry)  # evicted between lookup and lock, or closed elsewhere
+
+    def _forget(self, entry: _OpenDataset) -> None:
+        with self._lock:
+            if self._open.get(entry.href) is entry:
+                del self._open[entry.href]
+
+    def _get(self, href: str) -> _OpenDataset:
+        stamp = _file_stamp(href)
+        with self._lock:
+            entry = self._open.get(href)
+            if entry is not None and entry.stamp == stamp:
+                self._open.move_to_end(href)
+                return entry
+            stale = self._open.pop(href, None)
+        if stale is not None:
+            _close(stale)
+        ds = rasterio.open(href)
+        try:
+            entry = _OpenDataset(href, ds, stamp)
+        except BaseException:
+            ds.close()
+            raise
+        with self._lock:
+            other = self._open.get(href)
+            if other is not None and other.stamp == stamp:  # another thread was quicker
+                self._open.move_to_end(href)
+                drop, entry = [entry], other
+            else:
+                drop = [self._open.pop(href)] if other is not None else []
+                self._open[href] = entry
+                drop += self._evict()
+        for e in drop:
+            _close(e)
+        return entry
+
+    def _evict(self) -> list[_OpenDataset]:
+        out = []
+        while len(self._open) > self.max_open:
+            out.append(self._open.popitem(last=False)[1])
+        return out
+
+    def _trim(self) -> None:
+        with self._lock:
+            drop = self._evict()
+        for e in drop:
+            _close(e)
+
+    def discard(self, href: str) -> None:
+        """Forget (and close) the dataset of `href`, e.g. after a read of it failed."""
+        with self._lock:
+            entry = self._open.pop(href, None)
+        if entry is not None:
+            _close(entry)
+
+    def clear(self) -> None:
+        """Close every open dataset."""
+        with self._lock:
+            drop = list(self._open.values())
+            self._open.clear()
+        for e in drop:
+            _close(e)
+
+
+def _close(entry: _OpenDataset) -> None:
+    with entry.lock:
+        try:
+            entry.ds.close()
+        except Exception as e:  # a read-only handle: nothing to lose
+            log.debug("closing %s: %s", entry.href, e)
+
+
+_DATASETS = _DatasetCache()
+if hasattr(os, "register_at_fork"):
+    # A forked child must not share the parent's file offsets (nor inherit a held lock).
+    os.register_at_fork(after_in_child=_DATASETS._reset)
+
+
+def clear_dataset_cache() -> None:
+    """Close every dataset the reader holds open in this process."""
+    _DATASETS.clear()
+
+
+def set_max_open_datasets(n: int) -> None:
+    """Bound the number of datasets held open in this process (closing the oldest now)."""
+    _DATASETS.max_open = n
+
+
+# ---------------------------------------------------------------------------------- grids
+
+
+def _source_window(src: _OpenDataset, dst: GridWindow) -> rasterio.windows.Window | None:
     """The dataset pixels covering `dst` plus a margin, clipped to the dataset; None if none."""
-    src_crs = ds.crs
-    dst_crs = CRS.from_epsg(dst.epsg)
     bounds = dst.bounds
-    if src_crs != dst_crs:
-        bounds = transform_bounds(dst_crs, src_crs, *bounds, densify_pts=21)
+    if not src.same_crs(dst.epsg):
+        bounds = transform_bounds(_epsg_crs(dst.epsg), src.crs, *bounds, densify_pts=21)
     minx, miny, maxx, maxy = bounds
-    inv = ~ds.transform
+    inv = src.inverse
     corners = [inv @ (x, y) for x in (minx, maxx) for y in (miny, maxy)]
     cols = [c for c, _ in corners]
     rows = [r for _, r in corners]
     c0 = max(math.floor(min(cols)) - _SRC_MARGIN, 0)
     r0 = max(math.floor(min(rows)) - _SRC_MARGIN, 0)
-    c1 = min(math.ceil(max(cols)) + _SRC_MARGIN, ds.width)
-    r1 = min(math.ceil(max(rows)) + _SRC_MARGIN, ds.height)
+    c1 = min(math.ceil(max(cols)) + _SRC_MARGIN, src.width)
+    r1 = min(math.ceil(max(rows)) + _SRC_MARGIN, src.height)
     if c1 <= c0 or r1 <= r0:
         return None
     return rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def _aligned_grid(
+    src: _OpenDataset, dst: GridWindow, resampling: Resampling
+) -> tuple[int, int, int, int] | None:
+    """(col, row, fx, fy) when the dataset's grid is `dst`'s grid coarsened by integer factors.
+
+    `col`, `row`: `dst`'s top-left corner in `dst` pixels from the dataset's top-left corner;
+    `fx`, `fy`: source pixel size / `dst` pixel size. Only where the fast path reproduces
+    `reproject` exactly: same CRS, north-up, exact integer factors, corners on a common
+    lattice; nearest for any factor, bilinear for factors 1 and 2 on the 10 m grid (there
+    GDAL's source coordinates are exact binary fractions, so its weights are 1, 3/4, 1/4).
+    None otherwise (the caller reprojects).
+    """
+    if not FAST_PATHS or resampling not in (Resampling.nearest, Resampling.bilinear):
+        return None
+    if not src.same_crs(dst.epsg):
+        return None
+    t, p = src.transform, dst.pixel_size
+    if t.b != 0 or t.d != 0 or not (t.a > 0 and t.e < 0 and p > 0):
+        return None
+    fx, fy = t.a / p, -t.e / p
+    col, row = (dst.x0 - t.c) / p, (t.f - dst.y0) / p
+    if not (fx.is_integer() and fy.is_integer() and col.is_integer() and row.is_integer()):
+        return None
+    fx, fy, col, row = int(fx), int(fy), int(col), int(row)
+    if fx * p != t.a or fy * p != -t.e or t.c + col * p != dst.x0 or t.f - row * p != dst.y0:
+        return None
+    if resampling == Resampling.bilinear and (
+        fx > 2 or fy > 2 or p != PIXEL_SIZE_M or dst.x0 % p or dst.y0 % p
+    ):
+        return None
+    return col, row, fx, fy
+
+
+def _nearest_aligned(
+    src: np.ndarray, col: int, row: int, fx: int, fy: int, shape: tuple[int, int]
+) -> np.ndarray:
+    """Nearest neighbour onto a grid `fx` x `fy` times finer whose top-left corner is at
+    (col, row) fine pixels from `src`'s: each source pixel repeated, NaN outside `src`."""
+    h, w = src.shape
+    rows = np.arange(row, row + shape[0]) // fy
+    cols = np.arange(col, col + shape[1]) // fx
+    in_r = (rows >= 0) & (rows < h)
+    in_c = (cols >= 0) & (cols < w)
+    if not (in_r.any() and in_c.any()):
+        return np.full(shape, np.nan, dtype=src.dtype)
+    rows = np.minimum(np.maximum(rows, 0), h - 1)
+    cols = np.minimum(np.maximum(cols, 0), w - 1)
+    out = src.take(rows, axis=0).take(cols, axis=1)
+    if not in_r.all():
+        out[~in_r] = np.nan
+    if not in_c.all():
+        out[:, ~in_c] = np.nan
+    return out
+
+
+def _bilinear_taps(n_src: int, off: int, n_dst: int, factor: int) -> tuple[np.ndarray, ...]:
+    """GDAL's 4-sample bilinear taps along one axis, for destination pixels off.. off+n_dst-1
+    (fine pixels) on a source `factor` times coarser.
+
+    Returns (first tap, second tap, their weights, centre pixel, centre inside): taps and
+    centre clipped into the source, a tap outside it weighted 0.
+    """
+    u = (off + np.arange(n_dst) + 0.5) / factor  # source pixel coordinate of the centre
+    i0 = np.floor(u - 0.5).astype(np.intp)
+    w0 = 1.5 - (u - i0)
+    edge = i0 == -1  # GDAL leans on the first pixel alone there
+    i0[edge] = 0
+    w0[edge] = 1.0
+    i1 = i0 + 1
+    w1 = np.where((i1 >= 0) & (i1 < n_src), 1.0 - w0, 0.0)
+    w0 = np.where((i0 >= 0) & (i0 < n_src), w0, 0.0)
+    centre = np.floor(u).astype(np.intp)
+    inside = (centre >= 0) & (centre < n_src)
+    top = n_src - 1
+    return (
+        np.minimum(np.maximum(i0, 0), top),
+        np.minimum(np.maximum(i1, 0), top),
+        w0,
+        w1,
+        np.minimum(np.maximum(centre, 0), top),
+        inside,
+    )
+
+
+def _bilinear_aligned(
+    src: np.ndarray, col: int, row: int, fx: int, fy: int, shape: tuple[int, int]
+) -> np.ndarray:
+    """What `reproject(..., resampling=bilinear, src_nodata=nan, dst_nodata=nan)` gives onto a
+    grid `fx` x `fy` (1 or 2) times finer, corners aligned as in `_nearest_aligned`; `src`
+    float32, finite or NaN.
+
+    GDAL's 4-sample kernel: taps outside the source or NaN drop out and the rest are
+    renormalized; a destination pixel whose centre falls outside the source or on a NaN
+    source pixel stays NaN. Weights are exact binary fractions here, so the products are
+    exact; the sum runs in float64 in GDAL's order (UL, UR, LL, LR), then goes to float32.
+    """
+    if fx == 1 and fy == 1:  # weights 1 and 0: the source pixel itself
+        return _nearest_aligned(src, col, row, 1, 1, shape)
+    y0, y1, wy0, wy1, cy, in_y = _bilinear_taps(src.shape[0], row, shape[0], fy)
+    x0, x1, wx0, wx1, cx, in_x = _bilinear_taps(src.shape[1], col, shape[1], fx)
+    wy0, wy1 = wy0[:, None], wy1[:, None]
+    mults = (wx0 * wy0, wx1 * wy0, wx0 * wy1, wx1 * wy1)  # UL, UR, LL, LR
+    valid = ~np.isnan(src)
+    full = bool(valid.all())
+    # float32 taps times float64 weights: exact products in float64, as GDAL forms them.
+    values = src if full else np.where(valid, src, np.float32(0))
+    acc = np.zeros(shape)
+    top, bottom = values.take(y0, axis=0), values.take(y1, axis=0)
+    acc += top.take(x0, axis=1) * mults[0]
+    acc += top.take(x1, axis=1) * mults[1]
+    acc += bottom.take(x0, axis=1) * mults[2]
+    acc += bottom.take(x1, axis=1) * mults[3]
+    keep = in_y[:, None] & in_x[None, :]
+    if full:  # every tap inside the source counts: the weights' sum splits by axis
+        div = (wy0 + wy1) * (wx0 + wx1)
+    else:
+        div = np.zeros(shape)
+        top, bottom = valid.take(y0, axis=0), valid.take(y1, axis=0)
+        div += top.take(x0, axis=1) * mults[0]
+        div += top.take(x1, axis=1) * mults[1]
+        div += bottom.take(x0, axis=1) * mults[2]
+        div += bottom.take(x1, axis=1) * mults[3]
+        keep &= valid.take(cy, axis=0).take(cx, axis=1)
+    keep &= div >= 1e-5
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (acc / div).astype(np.float32)  # acc / 1.0 is acc: GDAL's two cases agree
+    out[~keep] = np.nan
+    return out
 
 
 def _encoding(band: sensors.Band, ref: AssetRef) -> sensors.Encoding:
@@ -338,6 +699,132 @@ def _encoding(band: sensors.Band, ref: AssetRef) -> sensors.Encoding:
     )
 
 
+_READ_ERRORS = (rasterio.errors.RasterioError, CPLE_BaseError, OSError)
+
+
+def _asset_error(item: ItemRef, key: str, href: str, e: BaseException) -> AssetReadError:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return AssetReadError(item.id, key, href, reason)
+
+
+@dataclasses.dataclass
+class _Warp:
+    """An asset's decoded source window still to be reprojected onto the destination grid."""
+
+    key: str
+    href: str
+    src: np.ndarray
+    transform: Affine
+    crs: CRS
+    resampling: Resampling
+
+
+def _load_asset(
+    item: ItemRef,
+    key: str,
+    dst: GridWindow,
+    *,
+    encoding: sensors.Encoding | None,
+    resampling: Resampling,
+) -> np.ndarray | _Warp:
+    """Read and decode the window of one asset that `dst` needs: the plane on `dst`'s grid
+    where a fast path gives it (or the asset misses `dst`), else the `_Warp` to run."""
+    ref = item.assets.get(key)
+    if ref is None:
+        raise AssetReadError(item.id, key, None, f"item has no asset {key!r}")
+    dtype = np.float32 if encoding else np.float64
+    try:
+        with _DATASETS.dataset(ref.href) as opened:
+            win = _source_window(opened, dst)
+            if win is None:
+                return np.full(dst.shape, np.nan, dtype=dtype)
+            stored = opened.ds.read(1, window=win)
+    except _READ_ERRORS as e:
+        _DATASETS.discard(ref.href)  # reopen next time: the file may be fixed by then
+        raise _asset_error(item, key, ref.href, e) from e
+    if encoding is None:
+        src = stored.astype(np.float64)
+        if opened.nodata is not None:
+            src[stored == opened.nodata] = np.nan
+    else:
+        src = encoding.decode(stored)
+        # A nodata code the file itself declares is missing too.
+        if opened.nodata is not None and not np.isnan(opened.nodata):
+            src[stored == opened.nodata] = np.nan
+    grid = _aligned_grid(opened, dst, resampling)
+    if grid is not None and src.dtype == dtype:
+        col, row, fx, fy = grid
+        col -= int(win.col_off) * fx
+        row -= int(win.row_off) * fy
+        if resampling == Resampling.nearest:
+            return _nearest_aligned(src, col, row, fx, fy, dst.shape)
+        # GDAL samples a 1-pixel-wide source as nearest, and inf * 0 weights give NaN.
+        if dtype == np.float32 and min(src.shape) >= 2 and not np.isinf(src).any():
+            return _bilinear_aligned(src, col, row, fx, fy, dst.shape)
+    return _Warp(
+        key,
+        ref.href,
+        src,
+        opened.transform @ Affine.translation(win.col_off, win.row_off),
+        opened.crs,
+        resampling,
+    )
+
+
+def _run_warps(item: ItemRef, warps: Sequence[_Warp], dst: GridWindow) -> list[np.ndarray]:
+    """`reproject` the sources of `warps` (one grid, one NaN mask, if more than one) onto
+    `dst`; in one call for several, which gives each band what its own call would."""
+    w = warps[0]
+    src = w.src if len(warps) == 1 else np.stack([x.src for x in warps])
+    out = np.full(src.shape[:-2] + dst.shape, np.nan, dtype=src.dtype)
+    try:
+        reproject(
+            src,
+            out,
+            src_transform=w.transform,
+            src_crs=w.crs,
+            dst_transform=dst.transform,
+            dst_crs=_epsg_crs(dst.epsg),
+            resampling=w.resampling,
+            src_nodata=np.nan,
+            dst_nodata=np.nan,
+        )
+    except _READ_ERRORS as e:
+        if len(warps) == 1:
+            raise _asset_error(item, w.key, w.href, e) from e
+        return [_run_warps(item, [x], dst)[0] for x in warps]  # name the asset that fails
+    return [out] if len(warps) == 1 else list(out)
+
+
+def _warp_all(item: ItemRef, warps: Sequence[_Warp], dst: GridWindow) -> dict[str, np.ndarray]:
+    """Run `warps`, batching those on one source grid with one NaN mask (several bands of a
+    30 m scene: their shared per-call overhead dominates small windows)."""
+    batches: list[list[_Warp]] = []
+    masks: list[np.ndarray] = []
+    for w in warps:
+        nan = np.isnan(w.src)
+        for batch, mask in zip(batches, masks, strict=True):
+            b = batch[0]
+            if (
+                FAST_PATHS
+                and b.src.shape == w.src.shape
+                and b.src.dtype == w.src.dtype
+                and b.resampling == w.resampling
+                and b.transform == w.transform
+                and b.crs == w.crs
+                and np.array_equal(mask, nan)
+            ):
+                batch.append(w)
+                break
+        else:
+            batches.append([w])
+            masks.append(nan)
+    out = {}
+    for batch in batches:
+        out.update(zip((w.key for w in batch), _run_warps(item, batch, dst), strict=True))
+    return out
+
+
 def _read_asset(
     item: ItemRef,
     key: str,
@@ -349,42 +836,12 @@ def _read_asset(
     """One asset onto the `dst` grid as float: decoded (NaN at nodata/outside) or raw.
 
     With `encoding` None the stored values are resampled as they are (quality layers); pixels
-    outside the asset's extent are NaN either way.
+    outside the asset's extent are NaN either way. A source on `dst`'s grid (or an integer
+    coarsening of it, see `_aligned_grid`) is resampled in numpy with the same result as
+    `reproject`; anything else goes through `reproject`.
     """
-    ref = item.assets.get(key)
-    if ref is None:
-        raise AssetReadError(item.id, key, None, f"item has no asset {key!r}")
-    out = np.full(dst.shape, np.nan, dtype=np.float32 if encoding else np.float64)
-    try:
-        with rasterio.open(ref.href) as ds:
-            win = _source_window(ds, dst)
-            if win is None:
-                return out
-            stored = ds.read(1, window=win)
-            if encoding is None:
-                src = stored.astype(np.float64)
-                if ds.nodata is not None:
-                    src[stored == ds.nodata] = np.nan
-            else:
-                src = encoding.decode(stored)
-                # A nodata code the file itself declares is missing too.
-                if ds.nodata is not None and not np.isnan(ds.nodata):
-                    src[stored == ds.nodata] = np.nan
-            reproject(
-                src,
-                out,
-                src_transform=ds.transform @ Affine.translation(win.col_off, win.row_off),
-                src_crs=ds.crs,
-                dst_transform=dst.transform,
-                dst_crs=CRS.from_epsg(dst.epsg),
-                resampling=resampling,
-                src_nodata=np.nan,
-                dst_nodata=np.nan,
-            )
-    except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AssetReadError(item.id, key, ref.href, reason) from e
-    return out
+    got = _load_asset(item, key, dst, encoding=encoding, resampling=resampling)
+    return got if isinstance(got, np.ndarray) else _run_warps(item, [got], dst)[0]
 
 
 def _geometry(sensor: sensors.Sensor, props: Mapping[str, Any]) -> dict[str, float]:
@@ -426,9 +883,9 @@ def _frame_geometry(sensor: sensors.Sensor, group: Sequence[ItemRef]) -> dict[st
 
 def _read_item(
     sensor: sensors.Sensor, item: ItemRef, dst: GridWindow
-) -> tuple[np.ndarray, np.ndarray]:
-    """One item on the padded grid -> (values (H, W, C) registry units, valid (H, W))."""
-    values = np.full((*dst.shape, len(sensor.bands)), np.nan, dtype=np.float32)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One item on the padded grid -> (values (H, W, C) registry units, valid (H, W),
+    observed (H, W): any band finite)."""
     stored = [b for b in sensor.stored_bands if b.name in item.assets]
     if not stored:
         raise AssetReadError(
@@ -437,23 +894,37 @@ def _read_item(
             None,
             f"no asset for any band of {sensor.id!r}; assets {sorted(item.assets)}",
         )
+    missing = np.full(dst.shape, np.nan, dtype=np.float32)
+    planes: dict[str, np.ndarray] = {}
+    warps: list[_Warp] = []
     for band in stored:
         # Bilinear for continuous bands keeps 20/30 m and 0.1 degree grids smooth on 10 m;
         # categorical layers must keep their codes.
         resampling = Resampling.bilinear if band.kind == "continuous" else Resampling.nearest
-        values[..., sensor.band_index(band.name)] = _read_asset(
+        got = _load_asset(
             item,
             band.name,
             dst,
             encoding=_encoding(band, item.assets[band.name]),
             resampling=resampling,
         )
+        if isinstance(got, np.ndarray):
+            planes[band.name] = got
+        else:
+            warps.append(got)
+    planes.update(_warp_all(item, warps, dst))
     for band in sensor.bands:
         if band.derived_from == "elevation" and band.name == "slope":
-            elev = values[..., sensor.band_index("elevation")]
-            values[..., sensor.band_index(band.name)] = sensors.slope_degrees(elev, dst.pixel_size)
-    idx = [sensor.band_index(b.name) for b in stored]
-    valid = np.isfinite(values[..., idx]).all(axis=-1)
+            elev = planes.get("elevation", missing)
+            planes[band.name] = sensors.slope_degrees(elev, dst.pixel_size)
+    valid = np.ones(dst.shape, dtype=bool)
+    for band in stored:
+        valid &= np.isfinite(planes[band.name])
+    observed = np.zeros(dst.shape, dtype=bool)
+    for plane in planes.values():
+        observed |= np.isfinite(plane)
+    # Stacking band planes is much faster than writing each into a strided (H, W, C) slot.
+    values = np.stack([planes.get(b.name, missing) for b in sensor.bands], axis=-1)
     if sensor.mask.band is not None:
         quality = _read_asset(
             item, sensor.mask.band, dst, encoding=None, resampling=Resampling.nearest
@@ -461,7 +932,7 @@ def _read_item(
         inside = np.isfinite(quality)
         clear = sensors.mask_from_quality(sensor, np.where(inside, quality, 0).astype(np.int64))
         valid &= inside & clear
-    return values, valid
+    return values, valid, observed
 
 
 def _group_acquisitions(refs: Sequence[ItemRef], static: bool) -> list[list[ItemRef]]:
@@ -532,12 +1003,11 @@ def read_source(
     frames_v, frames_m, times, geoms = [], [], [], []
     with rasterio.Env(**GDAL_ENV):
         for group in _group_acquisitions(refs, sensor.is_static):
-            values = np.full((*window.shape, len(sensor.bands)), np.nan, dtype=np.float32)
-            valid = np.zeros(window.shape, dtype=bool)
+            values = valid = observed = None
             failed = False
             for ref in sorted(group, key=lambda r: r.id):
                 try:
-                    v, m = _read_item(sensor, ref, dst)
+                    v, m, seen = _read_item(sensor, ref, dst)
                 except AssetReadError as e:
                     if on_error == "raise":
                         raise
@@ -546,18 +1016,23 @@ def read_source(
                         errors.append(e.short)
                     failed = True
                     break
-                v, m = v[crop], m[crop]
+                v, m, seen = v[crop], m[crop], seen[crop]
                 # First clear pixel wins; where nothing is clear yet, keep any observed
                 # (e.g. cloudy) values so they stay visible to masked_values() users.
-                take = (m & ~valid) | (
-                    ~valid & ~np.isfinite(values).any(-1) & np.isfinite(v).any(-1)
-                )
+                if values is None:  # nothing taken yet: take what is clear or observed
+                    take = m | seen
+                    values, valid, observed = v, m, seen
+                    if not take.all():
+                        values[~take] = np.nan
+                    continue
+                take = (m & ~valid) | (~valid & ~observed & seen)
                 values[take] = v[take]
+                observed = np.where(take, seen, observed)
                 valid |= m
-            if failed:
-                values[:] = np.nan
-                valid[:] = False
-            elif not np.isfinite(values).any():
+            if failed or values is None:
+                values = np.full((*window.shape, len(sensor.bands)), np.nan, dtype=np.float32)
+                valid = np.zeros(window.shape, dtype=bool)
+            elif not observed.any():
                 continue  # bbox touched, data did not: no observation here
             frames_v.append(values)
             frames_m.append(valid)

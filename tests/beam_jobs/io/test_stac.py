@@ -440,3 +440,330 @@ def test_item_without_band_assets_is_an_error(fresh):
     assert sf.num_frames == 4 and not sf.valid[2].any()
     assert len(errors) == 1 and errors[0].startswith("S2_visual_only/B02,B03")
     assert "no asset for any band" in errors[0]
+
+
+# ---------------------------------------------------------------------------------- fast paths
+
+
+def _assert_same_observations(a, b) -> None:
+    """Two Observations hold identical arrays (NaN where NaN), frames, geometry, errors."""
+    assert a.errors == b.errors and set(a.sources) == set(b.sources)
+    for s in a.sources:
+        fa, fb = a[s], b[s]
+        np.testing.assert_array_equal(fa.times_ms, fb.times_ms, err_msg=s)
+        assert fa.values.shape == fb.values.shape, s
+        assert np.array_equal(fa.values, fb.values, equal_nan=True), s
+        assert np.array_equal(fa.valid, fb.valid), s
+        assert fa.geometry.keys() == fb.geometry.keys()
+        for k in fa.geometry:
+            assert np.array_equal(fa.geometry[k], fb.geometry[k], equal_nan=True), (s, k)
+
+
+def _reference_read(monkeypatch, *args, **kwargs):
+    """read_observations with every asset read alone through rasterio.warp.reproject."""
+    with monkeypatch.context() as m:
+        m.setattr(stac, "FAST_PATHS", False)
+        return stac.read_observations(*args, **kwargs)
+
+
+# Windows over the hand-built rasters (x in [X0 - 80, X0 + 240], y in [Y0 - 240, Y0 + 80] at
+# 10 and 20 m; Landsat/DEM from X0 - 90): inside, across each corner (partly outside), odd
+# 10 m offsets against the 20/30 m grids, and one holding every raster whole.
+EDGE_WINDOWS = [
+    WINDOW,
+    GridWindow(EPSG, X0 - 120, Y0 + 110, 24, 20),
+    GridWindow(EPSG, X0 + 200, Y0 - 200, 16, 16),
+    GridWindow(EPSG, X0 + 210, Y0 + 60, 9, 5),
+    GridWindow(EPSG, X0 + 10, Y0 - 30, 15, 13),
+    GridWindow(EPSG, X0 - 130, Y0 + 130, 48, 48),
+]
+
+
+@pytest.mark.parametrize("window", EDGE_WINDOWS, ids=lambda w: f"{w.x0 - X0:+.0f},{w.y0 - Y0:+.0f}")
+def test_fast_paths_match_reproject(catalog, monkeypatch, window):
+    fast = stac.read_observations(catalog, window, START, END)
+    assert fast["sentinel2_l2a"].num_frames > 0
+    _assert_same_observations(fast, _reference_read(monkeypatch, catalog, window, START, END))
+
+
+def test_fast_paths_skip_reproject_on_aligned_grids(catalog, monkeypatch):
+    calls: list[tuple[str, tuple[int, ...]]] = []
+    real = stac.reproject
+
+    def counting(src, dst, **kwargs):
+        calls.append((kwargs["src_crs"].to_string(), src.shape))
+        return real(src, dst, **kwargs)
+
+    monkeypatch.setattr(stac, "reproject", counting)
+    # 10 m (B02, B04, VV) and 20 m (B05 bilinear, SCL nearest) UTM rasters: numpy only.
+    stac.read_source(catalog, "sentinel2_l2a", WINDOW, START, END)
+    stac.read_source(catalog, "sentinel1", WINDOW, START, END)
+    assert calls == []
+    # 30 m bilinear is left to GDAL; ERA5's two bands (one lon/lat grid, one NaN mask) go in
+    # one call per item.
+    stac.read_source(catalog, "landsat_c2l2", WINDOW, START, END)
+    stac.read_source(catalog, "era5_land", WINDOW, START, END)
+    assert [c for c, _ in calls] == ["EPSG:32631", "EPSG:4326", "EPSG:4326"]
+    assert [s[0] for _, s in calls[1:]] == [2, 2]
+
+
+def _random_case(rng, fx: int, fy: int, min_size: int = 1):
+    """A random float32 source (extreme magnitudes, NaN holes) on a 10*fx x 10*fy m grid in
+    UTM, and a 10 m destination grid on the same lattice, overlapping it anywhere."""
+    h, w = (int(v) for v in rng.integers(min_size, 24, 2))
+    pick = rng.integers(3)
+    if pick == 0:  # S2-like reflectances
+        src = rng.integers(0, 10000, (h, w)).astype(np.float32) * np.float32(1e-4)
+        src += np.float32(-0.1)
+    elif pick == 1:  # neighbours 10 orders of magnitude apart: the float64 sum rounds
+        choices = np.array([1.4e-9, -3e-9, 0.3, 1e4, 2.5e-7, 7.0, -1e-30, 3e38], np.float32)
+        src = rng.choice(choices, (h, w))
+    else:
+        src = rng.standard_normal((h, w)).astype(np.float32)
+        src *= np.float32(10.0) ** rng.integers(-8, 8, (h, w)).astype(np.float32)
+    src[rng.random((h, w)) < rng.choice([0.0, 0.1, 0.5])] = np.nan
+    sx0, sy0 = 10.0 * int(rng.integers(-50_000, 50_000)), 10.0 * int(rng.integers(0, 900_000))
+    col, row = int(rng.integers(-6, w * fx + 3)), int(rng.integers(-6, h * fy + 3))
+    shape = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+    src_t = Affine(10.0 * fx, 0, sx0, 0, -10.0 * fy, sy0)
+    dst_t = Affine(10.0, 0, sx0 + 10 * col, 0, -10.0, sy0 - 10 * row)
+    return src, src_t, dst_t, col, row, shape
+
+
+def _gdal(src, src_t, dst_t, shape, resampling):
+    from rasterio.warp import reproject
+
+    out = np.full(shape, np.nan, src.dtype)
+    reproject(
+        src,
+        out,
+        src_transform=src_t,
+        src_crs="EPSG:32631",
+        dst_transform=dst_t,
+        dst_crs="EPSG:32631",
+        resampling=resampling,
+        src_nodata=np.nan,
+        dst_nodata=np.nan,
+    )
+    return out
+
+
+@pytest.mark.parametrize("fx,fy", [(1, 1), (2, 2), (2, 1), (1, 2)])
+def test_bilinear_aligned_is_gdal_bilinear(fx, fy):
+    from rasterio.enums import Resampling
+
+    rng = np.random.default_rng(100 * fx + fy)
+    for _ in range(150):
+        src, src_t, dst_t, col, row, shape = _random_case(rng, fx, fy, min_size=2)
+        want = _gdal(src, src_t, dst_t, shape, Resampling.bilinear)
+        got = stac._bilinear_aligned(src, col, row, fx, fy, shape)
+        assert got.dtype == np.float32
+        assert np.array_equal(got, want, equal_nan=True), (src, col, row, shape)
+
+
+@pytest.mark.parametrize("fx,fy", [(1, 1), (2, 2), (3, 3), (6, 2)])
+def test_nearest_aligned_is_gdal_nearest(fx, fy):
+    from rasterio.enums import Resampling
+
+    rng = np.random.default_rng(10 * fx + fy)
+    for i in range(150):
+        src, src_t, dst_t, col, row, shape = _random_case(rng, fx, fy)
+        src = src.astype(np.float64) if i % 2 else src  # quality layers are read as float64
+        want = _gdal(src, src_t, dst_t, shape, Resampling.nearest)
+        got = stac._nearest_aligned(src, col, row, fx, fy, shape)
+        assert got.dtype == src.dtype
+        assert np.array_equal(got, want, equal_nan=True), (src, col, row, shape)
+
+
+def test_aligned_grid_only_where_exact(built, tmp_path):
+    from rasterio.enums import Resampling
+
+    nearest, bilinear = Resampling.nearest, Resampling.bilinear
+    data = np.ones((8, 8), np.float32)
+
+    def grid(transform, crs="EPSG:32631", dst=WINDOW, resampling=bilinear):
+        path = _write_cog(tmp_path / f"g{len(list(tmp_path.iterdir()))}.tif", data, transform, crs)
+        with stac._DATASETS.dataset(path) as opened:
+            return stac._aligned_grid(opened, dst, resampling)
+
+    assert grid(_utm_transform(10)) == (8, 8, 1, 1)
+    assert grid(_utm_transform(20)) == (8, 8, 2, 2)
+    assert grid(Affine(20, 0, X0 - 80, 0, -10, Y0 + 80)) == (8, 8, 2, 1)
+    # 30 m: nearest only (GDAL's bilinear weights there are not exact binary fractions).
+    assert grid(_utm_transform(30), resampling=nearest) == (8, 8, 3, 3)
+    assert grid(_utm_transform(30)) is None
+    assert grid(_utm_transform(10), resampling=Resampling.cubic) is None
+    assert grid(_utm_transform(10), crs="EPSG:32632") is None  # another CRS
+    assert grid(_utm_transform(15), resampling=nearest) is None  # non-integer factor
+    assert grid(_utm_transform(5), resampling=nearest) is None  # finer than the window
+    assert grid(Affine(10, 0, X0 - 75, 0, -10, Y0 + 80), resampling=nearest) is None  # offset
+    assert grid(Affine(10, 0.5, X0 - 80, 0.5, -10, Y0 + 80), resampling=nearest) is None
+    assert grid(Affine(10, 0, X0 - 80, 0, 10, Y0 - 240), resampling=nearest) is None  # south-up
+    odd = GridWindow(EPSG, X0 + 5, Y0, 16, 16)  # off the 10 m lattice: bilinear goes to GDAL
+    assert grid(Affine(20, 0, X0 - 75, 0, -20, Y0 + 80), dst=odd) is None
+    assert grid(Affine(20, 0, X0 - 75, 0, -20, Y0 + 80), dst=odd, resampling=nearest) == (
+        8,
+        8,
+        2,
+        2,
+    )
+
+
+# ---------------------------------------------------------------------------------- dataset cache
+
+
+def _s2_b04(catalog_json: Path) -> str:
+    cat = stac.StacCatalog.open(str(catalog_json))
+    return cat.item_refs("sentinel2_l2a", T_S2_A, T_S2_A + 1)[0].assets["B04"].href
+
+
+def _b04_row(catalog_json: Path) -> np.ndarray:
+    cat = stac.StacCatalog.open(str(catalog_json))
+    return stac.read_source(cat, "sentinel2_l2a", WINDOW, T_S2_A, T_S2_A + 1).band("B04")[0, 7]
+
+
+@pytest.mark.parametrize("how", ["in_place", "rename"])
+def test_cache_reopens_a_file_replaced_on_disk(fresh, how):
+    href = _s2_b04(fresh)
+    first = _b04_row(fresh)
+    assert href in stac._DATASETS._open  # held open for the next read
+    new = np.full((32, 32), 5000, np.uint16)  # same shape and dtype, other values
+    if how == "in_place":
+        _write_cog(Path(href), new, _utm_transform(10), "EPSG:32631", 0)
+    else:
+        tmp = _write_cog(
+            Path(href).with_suffix(".new.tif"), new, _utm_transform(10), "EPSG:32631", 0
+        )
+        Path(tmp).replace(href)
+    second = _b04_row(fresh)
+    np.testing.assert_allclose(second, 0.4, atol=1e-6)
+    assert not np.allclose(first, second)
+
+
+def test_cache_corrupt_then_fixed(fresh):
+    href = _s2_b04(fresh)
+    good = Path(href).read_bytes()
+    before = _b04_row(fresh)  # opened and cached
+    Path(href).write_bytes(b"this is not a TIFF" * 100)
+    cat = stac.StacCatalog.open(str(fresh))
+    with pytest.raises(stac.AssetReadError) as ei:
+        stac.read_source(cat, "sentinel2_l2a", WINDOW, START, END)
+    assert ei.value.item_id == "S2_A" and ei.value.asset_key == "B04" and ei.value.href == href
+    errors: list[str] = []
+    sf = stac.read_source(
+        cat, "sentinel2_l2a", WINDOW, START, END, on_error="invalidate", errors=errors
+    )
+    assert len(errors) == 1 and errors[0].startswith("S2_A/B04: ")
+    assert not sf.valid[1].any() and np.isnan(sf.values[1]).all()
+    assert href not in stac._DATASETS._open  # nothing stale kept
+    Path(href).write_bytes(good)  # fixed: the rerun reads it again
+    np.testing.assert_array_equal(_b04_row(fresh), before)
+
+
+def test_cache_drops_a_handle_whose_read_failed(fresh, monkeypatch):
+    # A remote-like href (no stat to compare): only a failed read makes the reader reopen it.
+    monkeypatch.setattr(stac, "_file_stamp", lambda href: None)
+    href = _s2_b04(fresh)
+    before = _b04_row(fresh)
+    entry = stac._DATASETS._open[href]
+    real = entry.ds
+
+    class Failing:
+        closed = False
+
+        def read(self, *args, **kwargs):
+            raise rasterio.errors.RasterioIOError("connection reset")
+
+        def close(self):
+            self.closed = True
+            real.close()
+
+    entry.ds = stub = Failing()
+    errors: list[str] = []
+    cat = stac.StacCatalog.open(str(fresh))
+    stac.read_source(
+        cat, "sentinel2_l2a", WINDOW, T_S2_A, T_S2_A + 1, on_error="invalidate", errors=errors
+    )
+    assert errors == ["S2_A/B04: connection reset"]
+    assert stub.closed and stac._DATASETS._open.get(href) is not entry
+    np.testing.assert_array_equal(_b04_row(fresh), before)  # reopened
+    entry = stac._DATASETS._open[href]
+    entry.ds.close()  # closed behind the cache's back: looked up afresh, not spun on
+    np.testing.assert_array_equal(_b04_row(fresh), before)
+
+
+def test_cache_is_bounded_and_closes_evicted(catalog):
+    old = stac._DATASETS.max_open
+    try:
+        stac.read_source(catalog, "sentinel2_l2a", WINDOW, START, END)
+        held = list(stac._DATASETS._open.values())
+        assert len(held) > 3
+        stac.set_max_open_datasets(3)  # the least recently used are closed now
+        assert list(stac._DATASETS._open.values()) == held[-3:]
+        assert all(e.ds.closed for e in held[:-3]) and not any(e.ds.closed for e in held[-3:])
+        sf = stac.read_source(catalog, "sentinel2_l2a", WINDOW, START, END)
+        assert len(stac._DATASETS) == 3 and sf.num_frames == 3
+    finally:
+        stac.set_max_open_datasets(old)
+
+
+# rasterio's reproject of in-memory arrays warns so from worker threads (the reader did so
+# before the cache too); the results are what one thread gets.
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_cache_threads_share_it_safely(catalog):
+    from concurrent.futures import ThreadPoolExecutor
+
+    want = [stac.read_observations(catalog, w, START, END) for w in EDGE_WINDOWS]
+    old = stac._DATASETS.max_open
+    try:
+        stac.set_max_open_datasets(4)  # far below the working set: constant eviction
+        with ThreadPoolExecutor(4) as pool:
+            jobs = [w for w in EDGE_WINDOWS for _ in range(2)]
+            got = list(pool.map(lambda w: stac.read_observations(catalog, w, START, END), jobs))
+    finally:
+        stac.set_max_open_datasets(old)
+    for i, obs in enumerate(got):
+        _assert_same_observations(obs, want[i // 2])
+
+
+def test_clear_dataset_cache(catalog):
+    stac.read_source(catalog, "sentinel1", WINDOW, START, END)
+    held = list(stac._DATASETS._open.values())
+    assert held
+    stac.clear_dataset_cache()
+    assert len(stac._DATASETS) == 0 and all(e.ds.closed for e in held)
+
+
+# ---------------------------------------------------------------------------------- simulated
+
+
+@pytest.fixture(scope="module")
+def demo_sim(tmp_path_factory) -> stac.StacCatalog:
+    from beam_jobs import simulate
+
+    out = tmp_path_factory.mktemp("demo_sim")
+    simulate.run(
+        ["--out", str(out), "--region", "demo", "--size-km", "0.64", "--years", "2023"]
+        + ["--seed", "5", "--cloud-cover", "0.4"]
+    )
+    return stac.StacCatalog.open(str(out / "catalog.json"))
+
+
+@pytest.mark.slow
+def test_fast_paths_match_reproject_on_demo_catalog(demo_sim, monkeypatch):
+    ref = demo_sim.item_refs("sentinel2_l2a")[0]
+    with rasterio.open(ref.assets["B04"].href) as ds:  # 10 m
+        t, w, h, epsg = ds.transform, ds.width, ds.height, ds.crs.to_epsg()
+    start, end = _ms(2023, 1, 1), _ms(2024, 1, 1)
+    windows = [
+        GridWindow(epsg, t.c + 160, t.f - 160, 32, 32),  # inside
+        GridWindow(epsg, t.c - 120, t.f + 90, 24, 20),  # across the top-left corner
+        GridWindow(epsg, t.c + 10 * (w - 13), t.f - 10 * (h - 9), 30, 17),  # bottom-right
+        GridWindow(epsg, t.c + 10 * (w // 2) + 10, t.f - 10 * (h - 3), 21, 11),  # bottom edge
+    ]
+    for window in windows:
+        fast = stac.read_observations(demo_sim, window, start, end)
+        assert {s: fast[s].num_frames > 0 for s in fast.sources} == dict.fromkeys(
+            sensors.SOURCE_IDS, True
+        )
+        _assert_same_observations(fast, _reference_read(monkeypatch, demo_sim, window, start, end))

@@ -127,7 +127,8 @@ class Bundle:
                 sources={s: f.crop(slice(i, i + 1), slice(0, 1)) for s, f in obs.sources.items()},
                 point_ids=np.array([f"p{i}"]),
             )
-            items.append(self.prepare(one, t_start_ms=t_start_ms, t_end_ms=t_end_ms, seed=i))
+            # One seed for all: a point's inputs must not depend on its place in the set.
+            items.append(self.prepare(one, t_start_ms=t_start_ms, t_end_ms=t_end_ms))
         return self.stack(items)
 
     @staticmethod

@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 JOBS ?= 2
+PRETRAIN_WORK ?= pretrain_work
 
-.PHONY: venv demo test lint format bench constraints clean templates
+.PHONY: venv demo test lint format bench pretrain constraints clean templates
 
 $(STAMP): setup.py constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=/path/to/python3.11"; exit 1; }
@@ -40,6 +41,10 @@ format: $(STAMP)
 templates: $(STAMP)
 	$(BIN)/hadolint templates/Dockerfile templates/Dockerfile.gpu
 	$(BIN)/python -m pytest -q -n 0 tests/templates tests/beam_jobs/test_cloud.py
+
+# The shipped demo model model/weights/tiny (config tiny, seed 0; see scripts/pretrain.sh).
+pretrain: $(STAMP)
+	WORK=$(PRETRAIN_WORK) bash scripts/pretrain.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all

@@ -73,6 +73,7 @@ def write_bundle(
     parent = os.path.dirname(os.path.abspath(out)) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".bundle-", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is shared like any package data
     try:
         with open(os.path.join(tmp, "params.msgpack"), "wb") as f:
             f.write(flax.serialization.msgpack_serialize(params))

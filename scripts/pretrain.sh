@@ -11,7 +11,7 @@
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 WORK=${WORK:-pretrain_work}
-STEPS=${STEPS:-1200}
+STEPS=${STEPS:-1500}
 OUT=${OUT:-model/weights/tiny}
 REALDATA=${REALDATA:-../shared/realdata}
 BEAM="--direct_num_workers 2 --direct_running_mode multi_processing"

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
+import jax
 import pytest
+
+# Several tests compile the same steps (each train_and_evaluate jits its own closure); the
+# persistent cache turns the repeats into cache hits.
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="earthembed-jax-cache-"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def _small_config(**train):

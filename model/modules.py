@@ -269,6 +269,8 @@ class EmbeddingModel(nn.Module):
         # let in as training finds it useful. Without the gates the L/8 and L/16 paths
         # dominated and the embedding came out blocky (few-shot accuracy 0.51 at init).
         gates = self.context_gates
+        if not self.config.get("context", True):  # ablation: each pixel's own frames only
+            gates = jnp.zeros_like(gates)
         full = (
             frames
             + gates[0] * self.skip[0](upsample(p, 2, h, w))

@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.num_classes = 64  # label-alignment table size
     m.max_frames = 12  # frames per time-varying source the model takes
     m.dtype = "float32"
+    m.context = True  # False: an ablation, mu from each pixel's own frames only
 
     t = c.train = ml_collections.ConfigDict()
     t.batch_size = 8

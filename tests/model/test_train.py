@@ -32,7 +32,7 @@ def test_tiny_training_lowers_the_loss(tiny_td, tmp_path, small_config):
     rows = _losses(tmp_path)
     assert [r["step"] for r in rows] == list(range(20, 201, 20))
     first, last = rows[0]["recon"], rows[-1]["recon"]
-    # Measured: the reconstruction error of steps 181-200 is about a third of steps 1-20's.
+    # Stated floor: the last 20 steps reconstruct with under 0.6 of the first 20 steps' error.
     assert last < 0.6 * first, (first, last)
     assert rows[-1]["nonfinite_steps"] == 0
     assert int(state.step) == 200

@@ -11,7 +11,7 @@ The flag style of other embedding trainers is accepted and mapped onto the confi
 
 `--model` names the architecture (`adaptive_decoder` / `stp`: the STP encoder with implicit
 per-source decoders, the only one), `--grid_resolution` must be 10 (the grid's metres per
-pixel), `--loss` lists the terms to keep (recon, uniform, consistency or corr, align or text;
+pixel), `--loss` lists the terms to keep (recon, uniform, consistency or corr, align or text, label;
 the others get weight 0), `--epochs` sets the steps from the training example count.
 """
 
@@ -31,6 +31,7 @@ LOSS_TERMS = {
     "corr": "consistency",
     "align": "align",
     "text": "align",
+    "label": "label",
 }
 MODELS = ("adaptive_decoder", "stp")
 
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding_dim", type=int, default=None)
     p.add_argument("--batch_size", type=int, default=None)
     p.add_argument("--learning_rate", type=float, default=None)
-    p.add_argument("--loss", default=None, help="terms joined by +: recon, uniform, corr, align")
+    p.add_argument(
+        "--loss", default=None, help="terms joined by +: recon, uniform, corr, align, label"
+    )
     p.add_argument("--epochs", type=float, default=None, help="passes over the training examples")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -86,7 +89,7 @@ def parse(argv: Sequence[str]):
         if unknown or not terms:
             parser.error(f"--loss: unknown terms {unknown}; known {sorted(LOSS_TERMS)}")
         keep = {LOSS_TERMS[t] for t in terms}
-        for name in ("recon", "uniform", "consistency", "align"):
+        for name in ("recon", "uniform", "consistency", "align", "label"):
             if name not in keep:
                 config.loss[name] = 0.0
     if args.steps is not None:

@@ -12,7 +12,9 @@ fixed number of frames, with masks); outputs are per-pixel unit vectors mu (B, H
       then every path adds the others resampled to its resolution (exchange)
     summarizer: at L, the frames plus the three paths upsampled; K learned queries,
       conditioned on the valid period's timecodes (enc(0), enc(t_e - t_s)), pool over time;
-      an MLP maps the K pooled vectors to D dims, L2-normalized: the vMF mean direction mu
+      an MLP maps the K pooled vectors to D dims; added to a linear map of the pixel's
+      harmonic summary (per band: masked mean and seasonal harmonics of its frames), the
+      deep part through a gate that starts at 0; L2-normalized: the vMF mean direction mu
     decoders (one per source): MLP(z ~ vMF(mu, kappa), timecode, geometry) -> the values of
       that source's frame at that pixel (implicit: queried at any time)
 
@@ -44,6 +46,33 @@ def timecode(t: jax.Array, num_freqs: int) -> jax.Array:
     periods = _MAX_PERIOD_DAYS / (2.0 ** jnp.arange(num_freqs, dtype=jnp.float32))
     angles = 2.0 * jnp.pi * t[..., None].astype(jnp.float32) / periods
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def harmonic_summary(inputs: Mapping[str, jax.Array], harmonics: int) -> jax.Array:
+    """Each pixel's year as a few numbers per band: (B, H, W, F), F = sum over sources.
+
+    For a time-varying source, the masked means over the valid frames of x * phi(t) for
+    phi in (1, cos, sin of the year and its first `harmonics` - 1 overtones): the mean value
+    and the phase and amplitude of its seasonal cycle per band, as in harmonic (CCDC-style)
+    regression. A static source contributes its value. Missing frames, bands and sources
+    give 0 (the normalized mean). Fixed, parameter-free, and defined for 1 x 1 inputs.
+    """
+    cols = []
+    for s in SOURCES:
+        x, m = inputs[f"{s}/x"], inputs[f"{s}/mask"]  # (B, T, H, W, C), (B, T, H, W)
+        x = x * inputs[f"{s}/band_mask"][:, :, None, None, :]
+        if x.shape[1] == 1:
+            cols.append(x[:, 0] * m[:, 0, ..., None])
+            continue
+        angle = 2.0 * jnp.pi * inputs[f"{s}/t"].astype(jnp.float32) / 365.25  # (B, T)
+        basis = [jnp.ones_like(angle)]
+        for k in range(1, harmonics + 1):
+            basis += [jnp.cos(k * angle), jnp.sin(k * angle)]
+        phi = jnp.stack(basis, -1)  # (B, T, K)
+        n = jnp.maximum(m.sum(1), 1.0)[..., None, None]  # (B, H, W, 1, 1)
+        coef = jnp.einsum("bthwc,bthw,btk->bhwck", x, m.astype(x.dtype), phi) / n
+        cols.append(coef.reshape(*coef.shape[:3], -1))
+    return jnp.concatenate(cols, -1)
 
 
 def masked_pool(x: jax.Array, mask: jax.Array, factor: int) -> tuple[jax.Array, jax.Array]:
@@ -178,7 +207,13 @@ class Summarizer(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, frames: jax.Array, mask: jax.Array, period_days: jax.Array):
+    def __call__(
+        self,
+        frames: jax.Array,
+        mask: jax.Array,
+        period_days: jax.Array,
+        precision: jax.Array | None = None,
+    ):
         d = self.width
         period = jnp.stack([jnp.zeros_like(period_days), period_days, period_days], -1)
         cond = timecode(period, self.num_freqs).reshape(period.shape[0], -1)
@@ -196,8 +231,14 @@ class Summarizer(nn.Module):
         pooled = pooled.reshape(*pooled.shape[:3], self.queries * d)
         h = nn.LayerNorm(dtype=self.dtype)(pooled)
         h = Mlp(2 * d, d, self.dtype, name="head")(h)
-        out = nn.Dense(self.embedding_dim, dtype=jnp.float32, name="out")(h)
-        return vmf.l2_normalize(out.astype(jnp.float32))
+        out = nn.Dense(self.embedding_dim, dtype=jnp.float32, name="out")(h).astype(jnp.float32)
+        if precision is not None:
+            # The pixel's harmonic summary reaches mu through one linear map; the deep path
+            # joins it through a gate that starts at 0 (ReZero), as the context paths do.
+            gate = self.param("deep_gate", nn.initializers.zeros, ())
+            skip = nn.Dense(self.embedding_dim, dtype=jnp.float32, name="precision")
+            out = skip(precision.astype(jnp.float32)) + gate * out
+        return vmf.l2_normalize(out)
 
 
 class Decoder(nn.Module):
@@ -277,7 +318,9 @@ class EmbeddingModel(nn.Module):
             + gates[1] * self.skip[1](upsample(tt, 8, h, w))
             + gates[2] * self.skip[2](upsample(ss, 16, h, w))
         ) * mask[..., None]
-        mu = self.summarizer(full, mask, inputs["period_days"])
+        harmonics = self.config.get("harmonics", 0)
+        precision = harmonic_summary(inputs, harmonics) if harmonics > 0 else None
+        mu = self.summarizer(full, mask, inputs["period_days"], precision)
         observed = mask.sum(axis=1) > 0
         return mu, observed
 

@@ -9,7 +9,8 @@ sources, single frames or a half-year dropped for a fraction of the examples), d
 vMF sample around its mu at every frame of the valid period and is scored on the full,
 unperturbed values (masked L1); the EMA teacher encodes the full batch and the student's
 mu must agree with it (consistency); mu across the batch must not collapse (batch
-uniformity); the mean mu of an example aligns with its label's embedding (CLIP-style).
+uniformity); the mean mu of an example aligns with its label's embedding (CLIP-style), and
+every pixel with a land-cover class is classified against the label table (label).
 
 Everything random in a step is drawn from (seed, step): the batch (see input_pipeline), the
 context crop, the perturbation and the vMF sample, so a run resumed from a checkpoint ends
@@ -208,13 +209,29 @@ def loss_fn(params, ema_params, inputs, labels, key, config):
     align = losses.contrastive_alignment(
         embeddings=pooled, text_embeddings=text, temperature=w.temperature, mask=has_label
     )
-    total = w.recon * recon + w.uniform * uniform + w.consistency * consistency + w.align * align
+    # Per-pixel label alignment: where a training pixel has a land-cover class, its mu is
+    # scored against every row of the label table (a softmax over the classes at the
+    # temperature): the label-embedding side of AEF's text alignment, at pixel level.
+    lc = jnp.asarray(labels["target/landcover"]).astype(jnp.int32)
+    lc_ok = (lc >= 0) & (lc < table.shape[0]) & obs_s
+    label = losses.categorical_xent(
+        logits=mu_s @ vmf.l2_normalize(table).T / w.temperature,
+        labels=jnp.where(lc_ok, lc, -1),
+    )
+    total = (
+        w.recon * recon
+        + w.uniform * uniform
+        + w.consistency * consistency
+        + w.align * align
+        + w.get("label", 0.0) * label
+    )
     metrics = {
         "loss": total,
         "recon": recon,
         "uniform": uniform,
         "consistency": consistency,
         "align": align,
+        "label": label,
         **{f"recon/{s}": v for s, v in recon_terms.items()},
     }
     return total, metrics

@@ -32,6 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
     m.num_classes = 64  # label-alignment table size
     m.max_frames = 12  # frames per time-varying source the model takes
     m.dtype = "float32"
+    # Harmonics of the year in the per-pixel summary that reaches mu linearly (0: none).
+    # Without it the deep path alone lost most of the inputs' information in CPU-length
+    # training (few-shot 0.39 at 10 labels vs 0.90 for the mean S2 input frame).
+    m.harmonics = 2
     m.context = True  # False: an ablation, mu from each pixel's own frames only
 
     t = c.train = ml_collections.ConfigDict()
@@ -62,6 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
     w.uniform = 0.5  # AEF used ~0.05; tiny collapsed with it (batch |mu.mu'| -> 0.98)
     w.consistency = 0.02
     w.align = 0.001
+    w.label = 0.1  # per-pixel land-cover alignment where training pixels have a class
     w.temperature = 0.07
 
     c.mesh = ml_collections.ConfigDict()

@@ -17,7 +17,7 @@ def test_familiar_flags_map_onto_the_config():
     assert c.train.learning_rate == 1e-4 and c.train.steps == 5 and c.model.depth == 3
     assert tuple(c.train.crop_sizes) == (1, 8)
     assert c.loss.recon == 0 and c.loss.uniform == 0
-    assert c.loss.consistency > 0 and c.loss.align > 0
+    assert c.loss.consistency > 0 and c.loss.align > 0 and c.loss.label == 0
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,42 @@ def test_masked_pool_means_valid_pixels_and_rounds_up():
     assert up.shape == (1, 1, 3, 3, 1) and float(up[0, 0, 2, 2, 0]) == 8.0
 
 
+def test_harmonic_summary_hand_computed():
+    """Mean, annual cos/sin coefficients over valid frames only; static sources as is."""
+    x = features.empty_inputs(1, 1, 4)
+    s2 = "sentinel2_l2a"
+    x[f"{s2}/t"][0] = [0.0, 91.3125, 182.625, 300.0]  # 0, 1/4, 1/2 year; the last is masked
+    x[f"{s2}/x"][0, :, 0, 0, 0] = [1.0, 2.0, 3.0, 99.0]
+    x[f"{s2}/mask"][0, :3] = 1.0
+    x[f"{s2}/band_mask"][:] = 1.0
+    x["cop_dem/x"][0, 0, 0, 0] = [0.5, -0.25]
+    x["cop_dem/mask"][:] = 1.0
+    x["cop_dem/band_mask"][:] = 1.0
+    f = np.asarray(modules.harmonic_summary(x, 1))[0, 0, 0]
+    # S2 band 0: mean (1 + 2 + 3) / 3; cos: (1 - 3) / 3; sin: 2 / 3; the other bands 0
+    offsets, start = {}, 0
+    for s in modules.SOURCES:
+        n = x[f"{s}/x"].shape[-1] * (1 if x[f"{s}/x"].shape[1] == 1 else 3)
+        offsets[s], start = start, start + n
+    assert f.shape == (start,)
+    o = offsets[s2]
+    np.testing.assert_allclose(f[o : o + 3], [2.0, -2 / 3, 2 / 3], atol=1e-5)
+    np.testing.assert_allclose(f[o + 3 : o + 30], 0.0, atol=1e-6)
+    np.testing.assert_allclose(f[offsets["cop_dem"] : offsets["cop_dem"] + 2], [0.5, -0.25])
+
+
+def test_mu_starts_as_a_linear_map_of_the_harmonic_summary(model_and_params):
+    """The deep path's gate starts at 0: at init mu is the normalized linear skip alone."""
+    c, m, params = model_and_params
+    x = _inputs(1, 3, 4)
+    mu, _ = m.apply(params, x, method=m.encode)
+    p = params["params"]["summarizer"]
+    assert float(p["deep_gate"]) == 0.0
+    h = modules.harmonic_summary(x, c.model.harmonics)
+    lin = h @ p["precision"]["kernel"] + p["precision"]["bias"]
+    np.testing.assert_allclose(mu, lin / jnp.linalg.norm(lin, axis=-1, keepdims=True), atol=1e-5)
+
+
 def test_timecode_is_periodic_in_two_years():
     t = jnp.array([0.0, 730.0])
     tc = modules.timecode(t, 8)

@@ -66,7 +66,10 @@ def test_nonfinite_step_leaves_the_state_unchanged(small_config):
     x["sentinel1/x"][:] = np.nan
     x["sentinel1/mask"][:] = 1
     x["sentinel1/band_mask"][:] = 1
-    labels = {"target/class_id": np.zeros(4, np.int64), "target/landcover": np.zeros((4, 4, 4))}
+    labels = {
+        "target/class_id": np.zeros(4, np.int64),
+        "target/landcover": np.zeros((4, 4, 4), np.int64),
+    }
     state = train.init_state(c, x)
     new, metrics = jax.jit(lambda s, a, b, k: train.train_step(s, a, b, k, c))(
         state, x, labels, jax.random.key(0)

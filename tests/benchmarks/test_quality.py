@@ -363,9 +363,10 @@ def test_load_dataset_rejects_bad_specs():
 # ---------------------------------------------------------------------------------- end to end
 
 
-def test_run_eolearn_end_to_end(tmp_path):
+def test_run_eolearn_end_to_end(tmp_path, realdata_dir):
     pytest.importorskip("beam_jobs.io.realdata")
-    assert quality.run(["--dataset", "eolearn", "--repeats", "2", "--out", str(tmp_path)]) == 0
+    args = ["--dataset", "eolearn", "--repeats", "2", "--out", str(tmp_path)]
+    assert quality.run([*args, "--data-dir", str(realdata_dir / "eolearn_slovenia")]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["dataset"] == "eolearn"
     assert set(res["classes"].values()) >= {"forest", "grassland"}

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 import shapely
+from fake_bundles import SpatialMeanS2Bundle
 
 from beam_jobs import embed, inference, runner, simulate
 from beam_jobs.io.cog import validate_cog
@@ -41,67 +42,14 @@ SIM_BBOX = "4.643759,50.586682,4.660491,50.588896"
 PERIOD = "2023-05-01/2023-08-01"
 LABEL = "20230501_20230801"
 TILES = ("32631_963_8758", "32631_964_8758")
-S2_10M = ("B02", "B03", "B04", "B08")
 
 
-class SpatialFakeBundle:
-    """Bundle protocol; per pixel: the valid-weighted mean over a 5 x 5 neighbourhood of the
-    per-pixel mean of the S2 10 m bands, projected to 64 dims, normalized; NaN where the pixel
-    itself has no valid observation. Receptive field: 2 px."""
+class SpatialFakeBundle(SpatialMeanS2Bundle):
+    """Per pixel: the 5 x 5 neighbourhood mean of the S2 10 m band means (receptive field 2 px)."""
 
     version = "fake-spatial-1"
     sha256 = "5" * 64
-    embedding_dim = 64
-    radius = 2
-
-    def __init__(self, compute_dtype: str = "float32"):
-        self.config = {"name": "fake", "compute_dtype": compute_dtype}
-        self.proj = np.random.default_rng(1).normal(size=(len(S2_10M), 64)).astype(np.float32)
-
-    def prepare(self, obs, *, t_start_ms, t_end_ms, seed=0):
-        h, w = obs.spatial_shape
-        total = np.zeros((h, w, len(S2_10M)), np.float32)
-        count = np.zeros((h, w), np.float32)
-        sf = obs.sources.get("sentinel2_l2a")
-        if sf is not None and sf.num_frames:
-            sf = sf.select_time(t_start_ms, t_end_ms)
-            v = np.stack([sf.band(b) for b in S2_10M], axis=-1)
-            ok = sf.valid & np.isfinite(v).all(-1)
-            total = np.where(ok[..., None], v, 0).sum(0).astype(np.float32)
-            count = ok.sum(0).astype(np.float32)
-        return {"sum": total, "count": count}
-
-    def prepare_points(self, obs, *, t_start_ms, t_end_ms):
-        item = self.prepare(obs, t_start_ms=t_start_ms, t_end_ms=t_end_ms)
-        n = item["count"].shape[0]
-        return {"sum": item["sum"].reshape(n, 1, 1, -1), "count": item["count"].reshape(n, 1, 1)}
-
-    def pad_batch(self, items, batch_size):
-        out = {k: np.stack([it[k] for it in items]) for k in items[0]}
-        pad = batch_size - len(items)
-        return {
-            k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in out.items()
-        }
-
-    def embed_batch(self, batch):
-        s, c = batch["sum"], batch["count"]
-        has = (c > 0).astype(np.float32)
-        mean = s / np.maximum(c, 1)[..., None]
-        r = self.radius
-        b, h, w = c.shape
-        pm = np.pad(mean * has[..., None], ((0, 0), (r, r), (r, r), (0, 0)))
-        ph = np.pad(has, ((0, 0), (r, r), (r, r)))
-        num = np.zeros_like(mean)
-        den = np.zeros_like(has)
-        for dy in range(2 * r + 1):  # a fixed summation order: the same sums in any chip
-            for dx in range(2 * r + 1):
-                num += pm[:, dy : dy + h, dx : dx + w]
-                den += ph[:, dy : dy + h, dx : dx + w]
-        feat = num / np.maximum(den, 1)[..., None]
-        v = (feat[..., :, None] * self.proj).sum(-2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            v = v / np.linalg.norm(v, axis=-1, keepdims=True)
-        return np.where((c > 0)[..., None], v, np.nan).astype(np.float32)
+    proj_seed = 1
 
 
 # ------------------------------------------------------------------------------- pure

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fake_bundles import MeanS2Bundle
 
 from beam_jobs import embed_points, inference
 from schemas import embedding
@@ -26,55 +27,14 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = Path(os.environ.get("EARTHEMBED_TINY_BUNDLE", REPO / "model" / "weights" / "tiny"))
 HAVE_BUNDLE = (REPO / "model" / "bundle.py").exists() and (TINY / "bundle.json").is_file()
 PERIOD = "2021-01-01/2022-01-01"
-S2_10M = ("B02", "B03", "B04", "B08")
 
 
-class PointFakeBundle:
-    """Bundle protocol: a per-pixel embedder (no spatial context)."""
+class PointFakeBundle(MeanS2Bundle):
+    """Per pixel, no spatial context."""
 
     version = "fake-points-1"
     sha256 = "p" * 64
-    embedding_dim = 64
-
-    def __init__(self):
-        self.config = {"name": "fake"}
-        self.proj = np.random.default_rng(2).normal(size=(len(S2_10M), 64)).astype(np.float32)
-
-    def prepare(self, obs, *, t_start_ms, t_end_ms, seed=0):
-        h, w = obs.spatial_shape
-        total = np.zeros((h, w, len(S2_10M)), np.float32)
-        count = np.zeros((h, w), np.float32)
-        sf = obs.sources.get("sentinel2_l2a")
-        if sf is not None and sf.num_frames:
-            sf = sf.select_time(t_start_ms, t_end_ms)
-            v = np.stack([sf.band(b) for b in S2_10M], axis=-1)
-            ok = sf.valid & np.isfinite(v).all(-1)
-            total = np.where(ok[..., None], v, 0).sum(0).astype(np.float32)
-            count = ok.sum(0).astype(np.float32)
-        return {"sum": total, "count": count}
-
-    def prepare_points(self, obs, *, t_start_ms, t_end_ms):
-        item = self.prepare(obs, t_start_ms=t_start_ms, t_end_ms=t_end_ms)
-        n = item["count"].shape[0]
-        return {"sum": item["sum"].reshape(n, 1, 1, -1), "count": item["count"].reshape(n, 1, 1)}
-
-    def pad_batch(self, items, batch_size):
-        out = {k: np.stack([it[k] for it in items]) for k in items[0]}
-        pad = batch_size - len(items)
-        return {
-            k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in out.items()
-        }
-
-    def embed_batch(self, batch):
-        s, c = batch["sum"], batch["count"]
-        mean = s / np.maximum(c, 1)[..., None]
-        v = (mean[..., :, None] * self.proj).sum(-2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            v = v / np.linalg.norm(v, axis=-1, keepdims=True)
-        return np.where((c > 0)[..., None], v, np.nan).astype(np.float32)
-
-
-# ------------------------------------------------------------------------------- pure
+    proj_seed = 2
 
 
 def test_point_chunks_and_take_points():

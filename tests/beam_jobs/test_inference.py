@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.testing.util import assert_that, equal_to
+from fake_bundles import MeanS2Bundle
 
 from beam_jobs import inference, runner
 from schemas.grid import GridWindow
@@ -26,60 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 # The shipped tiny bundle; EARTHEMBED_TINY_BUNDLE points the real-model tests elsewhere.
 TINY = Path(os.environ.get("EARTHEMBED_TINY_BUNDLE", REPO / "model" / "weights" / "tiny"))
 HAVE_BUNDLE = (REPO / "model" / "bundle.py").exists() and (TINY / "bundle.json").is_file()
-S2_10M = ("B02", "B03", "B04", "B08")
 T0, T1 = 1_672_531_200_000, 1_704_067_200_000  # 2023
 
 
-class FakeBundle:
-    """A deterministic per-pixel embedder obeying the bundle protocol."""
-
-    version = "fake-1"
-    sha256 = "f" * 64
-    embedding_dim = 64
-
-    def __init__(self, compute_dtype: str = "float32"):
-        self.config = {"name": "fake", "compute_dtype": compute_dtype}
-        self.batch_shapes: list[tuple[int, ...]] = []
-        self.proj = np.random.default_rng(0).normal(size=(len(S2_10M), 64)).astype(np.float32)
-
-    @staticmethod
-    def _sums(obs: Observations, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
-        h, w = obs.spatial_shape
-        total = np.zeros((h, w, len(S2_10M)), np.float32)
-        count = np.zeros((h, w), np.float32)
-        sf = obs.sources.get("sentinel2_l2a")
-        if sf is not None:
-            sf = sf.select_time(t0, t1)
-            v = np.stack([sf.band(b) for b in S2_10M], axis=-1)
-            ok = sf.valid & np.isfinite(v).all(-1)
-            total = np.where(ok[..., None], v, 0).sum(0).astype(np.float32)
-            count = ok.sum(0).astype(np.float32)
-        return total, count
-
-    def prepare(self, obs, *, t_start_ms, t_end_ms, seed=0):
-        total, count = self._sums(obs, t_start_ms, t_end_ms)
-        return {"sum": total, "count": count}
-
-    def prepare_points(self, obs, *, t_start_ms, t_end_ms):
-        total, count = self._sums(obs, t_start_ms, t_end_ms)
-        n = total.shape[0]
-        return {"sum": total.reshape(n, 1, 1, -1), "count": count.reshape(n, 1, 1)}
-
-    def pad_batch(self, items, batch_size):
-        out = {k: np.stack([it[k] for it in items]) for k in items[0]}
-        pad = batch_size - len(items)
-        return {
-            k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in out.items()
-        }
-
-    def embed_batch(self, batch):
-        s, c = batch["sum"], batch["count"]
-        self.batch_shapes.append(s.shape)
-        mean = s / np.maximum(c, 1)[..., None]
-        v = (mean[..., :, None] * self.proj).sum(-2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            v /= np.linalg.norm(v, axis=-1, keepdims=True)
-        return np.where((c > 0)[..., None], v, np.nan).astype(np.float32)
+class FakeBundle(MeanS2Bundle):
+    """A deterministic per-pixel embedder obeying the bundle protocol (records batch shapes)."""
 
 
 def _window_obs(seed: int, p: int = 6, frames: int = 4, empty_rows: int = 1) -> Observations:

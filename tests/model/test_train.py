@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from model import features, input_pipeline, train
+from model import features, input_pipeline, modules, train
 
 pytestmark = pytest.mark.slow
 
@@ -77,6 +77,37 @@ def test_nonfinite_step_leaves_the_state_unchanged(small_config):
     assert float(metrics["finite"]) == 0.0 and int(new.nonfinite) == 1
     for a, b in zip(_leaves(state), _leaves(new), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_label_term_is_the_pixel_softmax_over_the_label_table(small_config):
+    """Hand-computed from mu: labelled, observed pixels only; 0 when no pixel has a class."""
+    c = small_config(drop_prob=0.0)  # the student sees the full batch: mu_s = encode(x)
+    x = features.empty_inputs(2, 4, c.model.max_frames)
+    x["cop_dem/x"][:] = np.random.default_rng(0).normal(size=x["cop_dem/x"].shape)
+    x["cop_dem/mask"][:] = 1
+    x["cop_dem/mask"][1, :, 0, 0] = 0  # one pixel unobserved: never scored
+    x["cop_dem/band_mask"][:] = 1
+    state = train.init_state(c, x)
+    lc = np.full((2, 4, 4), -1, np.int64)
+    lc[0, :2] = 3
+    lc[1] = 5
+
+    def label_term(landcover):
+        labels = {"target/class_id": np.full(2, -1, np.int64), "target/landcover": landcover}
+        _, m = train.loss_fn(state.params, state.ema_params, x, labels, jax.random.key(0), c)
+        return float(m["label"])
+
+    assert label_term(np.full((2, 4, 4), -1, np.int64)) == 0.0
+    model = modules.create_model(c)
+    params = {k: v for k, v in state.params.items() if k != "label_table"}
+    mu, _ = model.apply({"params": params}, x, method=model.encode)
+    table = np.asarray(state.params["label_table"], np.float64)
+    table /= np.linalg.norm(table, axis=1, keepdims=True)
+    logits = np.asarray(mu, np.float64) @ table.T / c.loss.temperature
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = [-logp[0, i, j, 3] for i in range(2) for j in range(4)]
+    nll += [-logp[1, i, j, 5] for i in range(4) for j in range(4) if (i, j) != (0, 0)]
+    np.testing.assert_allclose(label_term(lc), np.mean(nll), rtol=1e-4)
 
 
 _ONE_STEP = textwrap.dedent(

@@ -95,7 +95,12 @@ class Bundle:
 
     @property
     def max_frames(self) -> int:
-        return int(self.config["model"]["max_frames"])
+        """Frames per time-varying source at inference: `model.embed_max_frames` (0 or
+        absent: the training `model.max_frames`). The encoder pools over any number of
+        frames, and its per-pixel summary (quantiles, harmonics) sharpens with more of them.
+        """
+        m = self.config["model"]
+        return int(m.get("embed_max_frames") or m["max_frames"])
 
     # ----------------------------------------------------------------------- inputs
 

@@ -13,8 +13,9 @@ fixed number of frames, with masks); outputs are per-pixel unit vectors mu (B, H
     summarizer: at L, the frames plus the three paths upsampled; K learned queries,
       conditioned on the valid period's timecodes (enc(0), enc(t_e - t_s)), pool over time;
       an MLP maps the K pooled vectors to D dims; added to a linear map of the pixel's
-      harmonic summary (per band: masked mean and seasonal harmonics of its frames), the
-      deep part through a gate that starts at 0; L2-normalized: the vMF mean direction mu
+      per-pixel summary (per band: masked mean and seasonal harmonics of its frames, and
+      quantiles over its valid frames), the deep part through a gate that starts at 0;
+      L2-normalized: the vMF mean direction mu
     decoders (one per source): MLP(z ~ vMF(mu, kappa), timecode, geometry) -> the values of
       that source's frame at that pixel (implicit: queried at any time)
 
@@ -72,6 +73,48 @@ def harmonic_summary(inputs: Mapping[str, jax.Array], harmonics: int) -> jax.Arr
         n = jnp.maximum(m.sum(1), 1.0)[..., None, None]  # (B, H, W, 1, 1)
         coef = jnp.einsum("bthwc,bthw,btk->bhwck", x, m.astype(x.dtype), phi) / n
         cols.append(coef.reshape(*coef.shape[:3], -1))
+    return jnp.concatenate(cols, -1)
+
+
+def _order_statistic(srt: jax.Array, idx: jax.Array) -> jax.Array:
+    """srt (B, T, H, W, C) sorted along T, idx (Q, B, H, W) -> (Q, B, H, W, C)."""
+    idx = jnp.moveaxis(idx, 0, 1)[..., None]  # (B, Q, H, W, 1)
+    return jnp.moveaxis(jnp.take_along_axis(srt, idx, axis=1), 1, 0)
+
+
+def quantile_summary(inputs: Mapping[str, jax.Array], quantiles: tuple[float, ...]) -> jax.Array:
+    """Each pixel's per-band quantiles over its valid frames: (B, H, W, F), F = sum over sources.
+
+    For a time-varying source with C bands, the `quantiles` (e.g. 0.1, 0.5, 0.9) of each
+    band's valid values, linearly interpolated between order statistics as numpy's default
+    percentile: F = C * len(quantiles), band-major. Order statistics do not depend on when
+    the frames fall in the year, unlike the harmonic means, and are robust to a residual
+    cloud; they are the percentile part of the designed features of benchmarks/quality.py.
+    A pixel with no valid frame gives 0 (the normalized mean). Static sources give nothing
+    here (their value is in `harmonic_summary`). Fixed and parameter-free.
+    """
+    qs = jnp.asarray(quantiles, jnp.float32)
+    cols = []
+    for s in SOURCES:
+        x, m = inputs[f"{s}/x"], inputs[f"{s}/mask"]  # (B, T, H, W, C), (B, T, H, W)
+        if x.shape[1] == 1:
+            continue
+        x = (x * inputs[f"{s}/band_mask"][:, :, None, None, :]).astype(jnp.float32)
+        valid = (m > 0)[..., None]
+        srt = jnp.sort(jnp.where(valid, x, jnp.inf), axis=1)  # valid values first, ascending
+        n = jnp.sum(m > 0, axis=1)  # (B, H, W)
+        pos = qs[:, None, None, None] * jnp.maximum(n - 1, 0)[None].astype(jnp.float32)
+        lo = jnp.floor(pos)
+        frac = (pos - lo)[..., None]  # (Q, B, H, W, 1)
+        lo_i = lo.astype(jnp.int32)
+        hi_i = jnp.minimum(lo_i + 1, jnp.maximum(n - 1, 0)[None])
+        a, b = _order_statistic(srt, lo_i), _order_statistic(srt, hi_i)
+        q = jnp.where(jnp.isfinite(a), a + frac * jnp.where(jnp.isfinite(b), b - a, 0.0), 0.0)
+        q = jnp.where((n > 0)[None, ..., None], q, 0.0)  # (Q, B, H, W, C)
+        cols.append(jnp.moveaxis(q, 0, -1).reshape(*q.shape[1:4], -1))
+    if not cols:
+        b, _, h, w = inputs[f"{SOURCES[0]}/mask"].shape
+        return jnp.zeros((b, h, w, 0), jnp.float32)
     return jnp.concatenate(cols, -1)
 
 
@@ -319,7 +362,11 @@ class EmbeddingModel(nn.Module):
             + gates[2] * self.skip[2](upsample(ss, 16, h, w))
         ) * mask[..., None]
         harmonics = self.config.get("harmonics", 0)
-        precision = harmonic_summary(inputs, harmonics) if harmonics > 0 else None
+        quantiles = tuple(self.config.get("quantiles", ()))
+        summary = [harmonic_summary(inputs, harmonics)] if harmonics > 0 else []
+        if quantiles:
+            summary.append(quantile_summary(inputs, quantiles))
+        precision = jnp.concatenate(summary, -1) if summary else None
         mu = self.summarizer(full, mask, inputs["period_days"], precision)
         observed = mask.sum(axis=1) > 0
         return mu, observed

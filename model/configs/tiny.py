@@ -30,12 +30,18 @@ def get_config() -> ml_collections.ConfigDict:
     # collapsed to one direction in the first 500 steps: the decoders could not use z yet.
     m.kappa = 8000.0
     m.num_classes = 64  # label-alignment table size
-    m.max_frames = 12  # frames per time-varying source the model takes
+    m.max_frames = 12  # frames per time-varying source the model trains on
+    # Frames per source when embedding (0: max_frames). Trained on 12 (half the cost), the
+    # model given 24 scores 0.963 vs 0.950 given 12 (sim:101:tropical, 10 labels, 5 draws;
+    # benchmarks/RESULTS.md, quality_model).
+    m.embed_max_frames = 24
     m.dtype = "float32"
     # Harmonics of the year in the per-pixel summary that reaches mu linearly (0: none).
     # Without it the deep path alone lost most of the inputs' information in CPU-length
     # training (few-shot 0.39 at 10 labels vs 0.90 for the mean S2 input frame).
     m.harmonics = 2
+    # Quantiles of each band over the valid frames, in the same per-pixel summary.
+    m.quantiles = (0.1, 0.5, 0.9)
     m.context = True  # False: an ablation, mu from each pixel's own frames only
 
     t = c.train = ml_collections.ConfigDict()
@@ -66,7 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
     w.uniform = 0.5  # AEF used ~0.05; tiny collapsed with it (batch |mu.mu'| -> 0.98)
     w.consistency = 0.02
     w.align = 0.001
-    w.label = 0.1  # per-pixel land-cover alignment where training pixels have a class
+    w.label = 1.0  # per-pixel land-cover alignment where training pixels have a class
     w.temperature = 0.07
 
     c.mesh = ml_collections.ConfigDict()

@@ -28,6 +28,7 @@ SMALL = [
     "--config.model.depth=1",
     "--config.model.decoder_width=16",
     "--config.model.max_frames=4",
+    "--config.model.embed_max_frames=6",
     "--config.train.batch_size=4",
     "--config.train.crop_sizes=(8,)",
     "--config.train.crop_weights=(1.0,)",
@@ -62,7 +63,7 @@ def test_simulate_build_train_export_embed(tmp_path):
     bundle_dir = tmp_path / "bundle"
     assert export.run(["--workdir", str(run), "--out", str(bundle_dir)]) == 0
     bundle = load_bundle(str(bundle_dir))
-    assert bundle.meta["step"] == 20 and bundle.max_frames == 4
+    assert bundle.meta["step"] == 20 and bundle.max_frames == 6
 
     out = tmp_path / "emb"
     with open(sim / "sim_params.json") as f:

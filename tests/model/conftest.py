@@ -25,6 +25,7 @@ def _small_config(**train):
     c.model.depth = 1
     c.model.decoder_width = 16
     c.model.max_frames = 4
+    c.model.embed_max_frames = 0  # embed with the training frame count
     c.train.batch_size = 4
     c.train.crop_sizes = (8,)
     c.train.crop_weights = (1.0,)

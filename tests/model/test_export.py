@@ -71,6 +71,19 @@ def test_embed_batch_fixed_shape_and_padding(bundle_dir):
     assert np.isnan(out[2:]).all()  # padding is unobserved
 
 
+def test_embed_max_frames_sets_the_frames_taken_at_inference(bundle_dir):
+    """Trained on max_frames = 4; embed_max_frames = 6 prepares all 6 frames of _obs."""
+    b = load_bundle(str(bundle_dir))
+    assert b.max_frames == 4  # embed_max_frames 0: the training count
+    period = dict(t_start_ms=1672531200000, t_end_ms=1704067200000)
+    assert b.prepare(_obs(4, 4), **period)["sentinel1/frame_valid"].sum() == 4
+    b.config["model"]["embed_max_frames"] = 6
+    item = b.prepare(_obs(4, 4), **period)
+    assert b.max_frames == 6 and item["sentinel1/frame_valid"].sum() == 6
+    emb = b.embed_batch(b.pad_batch([item], 1))
+    np.testing.assert_allclose(np.linalg.norm(emb[0, 1:, 1:], axis=-1), 1.0, atol=1e-5)
+
+
 def test_embed_points_matches_one_pixel_windows(bundle_dir):
     from beam_jobs.io import points
 

@@ -105,14 +105,39 @@ def test_harmonic_summary_hand_computed():
     np.testing.assert_allclose(f[offsets["cop_dem"] : offsets["cop_dem"] + 2], [0.5, -0.25])
 
 
-def test_mu_starts_as_a_linear_map_of_the_harmonic_summary(model_and_params):
+def test_quantile_summary_hand_computed():
+    """Per band, numpy-style interpolated quantiles of the valid frames; none valid -> 0."""
+    x = features.empty_inputs(1, 2, 5)
+    s2 = "sentinel2_l2a"
+    # pixel (0, 0): valid 4, 1, 3 (a masked 99 between them); pixel (0, 1): nothing valid
+    x[f"{s2}/x"][0, :, 0, 0, 2] = [4.0, 99.0, 1.0, 3.0, -50.0]
+    x[f"{s2}/mask"][0, [0, 2, 3], 0, 0] = 1.0
+    x[f"{s2}/x"][0, :, 0, 1, 2] = 7.0
+    x[f"{s2}/band_mask"][:] = 1.0
+    f = np.asarray(modules.quantile_summary(x, (0.1, 0.5, 0.9)))
+    varying = [s for s in modules.SOURCES if x[f"{s}/x"].shape[1] > 1]
+    assert f.shape == (1, 2, 2, 3 * sum(x[f"{s}/x"].shape[-1] for s in varying))
+    o = 3 * sum(x[f"{s}/x"].shape[-1] for s in varying[: varying.index(s2)]) + 3 * 2
+    # sorted 1, 3, 4: q at positions 0.2, 1.0, 1.8 -> 1.4, 3.0, 3.8
+    np.testing.assert_allclose(f[0, 0, 0, o : o + 3], [1.4, 3.0, 3.8], atol=1e-5)
+    np.testing.assert_allclose(f[0, 0, 1], 0.0)  # no valid frame
+    assert np.count_nonzero(f) == 3
+
+
+def test_mu_starts_as_a_linear_map_of_the_pixel_summary(model_and_params):
     """The deep path's gate starts at 0: at init mu is the normalized linear skip alone."""
     c, m, params = model_and_params
     x = _inputs(1, 3, 4)
     mu, _ = m.apply(params, x, method=m.encode)
     p = params["params"]["summarizer"]
     assert float(p["deep_gate"]) == 0.0
-    h = modules.harmonic_summary(x, c.model.harmonics)
+    h = jnp.concatenate(
+        [
+            modules.harmonic_summary(x, c.model.harmonics),
+            modules.quantile_summary(x, tuple(c.model.quantiles)),
+        ],
+        -1,
+    )
     lin = h @ p["precision"]["kernel"] + p["precision"]["bias"]
     np.testing.assert_allclose(mu, lin / jnp.linalg.norm(lin, axis=-1, keepdims=True), atol=1e-5)
 

@@ -118,6 +118,18 @@ def quantile_summary(inputs: Mapping[str, jax.Array], quantiles: tuple[float, ..
     return jnp.concatenate(cols, -1)
 
 
+def pixel_summary(inputs: Mapping[str, jax.Array], model_config) -> jax.Array | None:
+    """The fixed per-pixel summary that reaches mu linearly, as `model_config` asks: the
+    harmonic summary (`harmonics` > 0), then the quantile summary (`quantiles` not empty);
+    None when neither is on."""
+    harmonics = model_config.get("harmonics", 0)
+    quantiles = tuple(model_config.get("quantiles", ()))
+    parts = [harmonic_summary(inputs, harmonics)] if harmonics > 0 else []
+    if quantiles:
+        parts.append(quantile_summary(inputs, quantiles))
+    return jnp.concatenate(parts, -1) if parts else None
+
+
 def masked_pool(x: jax.Array, mask: jax.Array, factor: int) -> tuple[jax.Array, jax.Array]:
     """Mean over valid pixels of factor x factor blocks of x (B, T, H, W, d); sizes round up.
 
@@ -361,13 +373,7 @@ class EmbeddingModel(nn.Module):
             + gates[1] * self.skip[1](upsample(tt, 8, h, w))
             + gates[2] * self.skip[2](upsample(ss, 16, h, w))
         ) * mask[..., None]
-        harmonics = self.config.get("harmonics", 0)
-        quantiles = tuple(self.config.get("quantiles", ()))
-        summary = [harmonic_summary(inputs, harmonics)] if harmonics > 0 else []
-        if quantiles:
-            summary.append(quantile_summary(inputs, quantiles))
-        precision = jnp.concatenate(summary, -1) if summary else None
-        mu = self.summarizer(full, mask, inputs["period_days"], precision)
+        mu = self.summarizer(full, mask, inputs["period_days"], pixel_summary(inputs, self.config))
         observed = mask.sum(axis=1) > 0
         return mu, observed
 

@@ -106,14 +106,18 @@ def test_harmonic_summary_hand_computed():
 
 
 def test_quantile_summary_hand_computed():
-    """Per band, numpy-style interpolated quantiles of the valid frames; none valid -> 0."""
+    """Per band, numpy-style interpolated quantiles of the valid frames; none valid -> 0;
+    static sources give nothing."""
     x = features.empty_inputs(1, 2, 5)
     s2 = "sentinel2_l2a"
     # pixel (0, 0): valid 4, 1, 3 (a masked 99 between them); pixel (0, 1): nothing valid
-    x[f"{s2}/x"][0, :, 0, 0, 2] = [4.0, 99.0, 1.0, 3.0, -50.0]
+    x[f"{s2}/x"][0, :4, 0, 0, 2] = [4.0, 99.0, 1.0, 3.0]
     x[f"{s2}/mask"][0, [0, 2, 3], 0, 0] = 1.0
     x[f"{s2}/x"][0, :, 0, 1, 2] = 7.0
     x[f"{s2}/band_mask"][:] = 1.0
+    x["cop_dem/x"][0, 0, 0, 0] = [0.5, -0.25]
+    x["cop_dem/mask"][0, 0, 0, 0] = 1.0
+    x["cop_dem/band_mask"][:] = 1.0
     f = np.asarray(modules.quantile_summary(x, (0.1, 0.5, 0.9)))
     varying = [s for s in modules.SOURCES if x[f"{s}/x"].shape[1] > 1]
     assert f.shape == (1, 2, 2, 3 * sum(x[f"{s}/x"].shape[-1] for s in varying))
@@ -124,6 +128,18 @@ def test_quantile_summary_hand_computed():
     assert np.count_nonzero(f) == 3
 
 
+def test_pixel_summary_follows_the_config():
+    """harmonics and quantiles each add their block, in that order; neither -> None."""
+    x = _inputs(1, 2, 4)
+    h = np.asarray(modules.harmonic_summary(x, 2))
+    q = np.asarray(modules.quantile_summary(x, (0.2, 0.8)))
+    both = modules.pixel_summary(x, {"harmonics": 2, "quantiles": (0.2, 0.8)})
+    np.testing.assert_array_equal(both, np.concatenate([h, q], -1))
+    np.testing.assert_array_equal(modules.pixel_summary(x, {"quantiles": [0.2, 0.8]}), q)
+    np.testing.assert_array_equal(modules.pixel_summary(x, {"harmonics": 2}), h)
+    assert modules.pixel_summary(x, {"harmonics": 0, "quantiles": ()}) is None
+
+
 def test_mu_starts_as_a_linear_map_of_the_pixel_summary(model_and_params):
     """The deep path's gate starts at 0: at init mu is the normalized linear skip alone."""
     c, m, params = model_and_params
@@ -131,13 +147,7 @@ def test_mu_starts_as_a_linear_map_of_the_pixel_summary(model_and_params):
     mu, _ = m.apply(params, x, method=m.encode)
     p = params["params"]["summarizer"]
     assert float(p["deep_gate"]) == 0.0
-    h = jnp.concatenate(
-        [
-            modules.harmonic_summary(x, c.model.harmonics),
-            modules.quantile_summary(x, tuple(c.model.quantiles)),
-        ],
-        -1,
-    )
+    h = modules.pixel_summary(x, c.model)
     lin = h @ p["precision"]["kernel"] + p["precision"]["bias"]
     np.testing.assert_allclose(mu, lin / jnp.linalg.norm(lin, axis=-1, keepdims=True), atol=1e-5)
 

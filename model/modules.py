@@ -109,8 +109,8 @@ def quantile_summary(inputs: Mapping[str, jax.Array], quantiles: tuple[float, ..
         lo_i = lo.astype(jnp.int32)
         hi_i = jnp.minimum(lo_i + 1, jnp.maximum(n - 1, 0)[None])
         a, b = _order_statistic(srt, lo_i), _order_statistic(srt, hi_i)
-        q = jnp.where(jnp.isfinite(a), a + frac * jnp.where(jnp.isfinite(b), b - a, 0.0), 0.0)
-        q = jnp.where((n > 0)[None, ..., None], q, 0.0)  # (Q, B, H, W, C)
+        # with no valid frame a and b are inf (q NaN): replaced by 0 (inputs carry no gradient)
+        q = jnp.where((n > 0)[None, ..., None], a + frac * (b - a), 0.0)  # (Q, B, H, W, C)
         cols.append(jnp.moveaxis(q, 0, -1).reshape(*q.shape[1:4], -1))
     if not cols:
         b, _, h, w = inputs[f"{SOURCES[0]}/mask"].shape

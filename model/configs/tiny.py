@@ -71,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
     w.recon = 1.0
     # Batch uniformity. Before the linear skip and the label term, tiny collapsed at AEF's
     # ~0.05 (batch |mu.mu'| -> 0.98) and trained at 0.5; with them it holds at 0.02 (|mu.mu'|
-    # 0.41) and few-shot accuracy rises: 0.960 / 0.959 / 0.956 at 0.02 / 0.1 / 0.5
+    # 0.42) and few-shot accuracy rises: 0.960 / 0.959 / 0.956 at 0.02 / 0.1 / 0.5
     # (sim:101:tropical, 10 labels, 30 draws; benchmarks/RESULTS.md, quality_model).
     w.uniform = 0.02
     w.consistency = 0.02

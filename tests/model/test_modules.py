@@ -114,6 +114,11 @@ def test_quantile_summary_hand_computed():
     x[f"{s2}/x"][0, :4, 0, 0, 2] = [4.0, 99.0, 1.0, 3.0]
     x[f"{s2}/mask"][0, [0, 2, 3], 0, 0] = 1.0
     x[f"{s2}/x"][0, :, 0, 1, 2] = 7.0
+    # pixel (1, 0): one valid frame, 2.0; pixel (1, 1): all five valid, 4 0 3 1 2
+    x[f"{s2}/x"][0, 1, 1, 0, 2] = 2.0
+    x[f"{s2}/mask"][0, 1, 1, 0] = 1.0
+    x[f"{s2}/x"][0, :, 1, 1, 2] = [4.0, 0.0, 3.0, 1.0, 2.0]
+    x[f"{s2}/mask"][0, :, 1, 1] = 1.0
     x[f"{s2}/band_mask"][:] = 1.0
     x["cop_dem/x"][0, 0, 0, 0] = [0.5, -0.25]
     x["cop_dem/mask"][0, 0, 0, 0] = 1.0
@@ -125,7 +130,11 @@ def test_quantile_summary_hand_computed():
     # sorted 1, 3, 4: q at positions 0.2, 1.0, 1.8 -> 1.4, 3.0, 3.8
     np.testing.assert_allclose(f[0, 0, 0, o : o + 3], [1.4, 3.0, 3.8], atol=1e-5)
     np.testing.assert_allclose(f[0, 0, 1], 0.0)  # no valid frame
-    assert np.count_nonzero(f) == 3
+    np.testing.assert_allclose(f[0, 1, 0, o : o + 3], [2.0, 2.0, 2.0])
+    # all valid, sorted 0..4: positions 0.4, 2.0, 3.6 (the last order statistic is the top)
+    np.testing.assert_allclose(f[0, 1, 1, o : o + 3], [0.4, 2.0, 3.6], atol=1e-5)
+    np.testing.assert_allclose(f[0, 1, 1, o : o + 3], np.quantile(np.arange(5.0), [0.1, 0.5, 0.9]))
+    assert np.count_nonzero(f) == 9
 
 
 def test_pixel_summary_follows_the_config():

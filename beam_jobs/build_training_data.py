@@ -24,6 +24,11 @@ tf.train.Example, layout in schemas/examples.py), `transform_fn/` (the tf.Transf
 plus schema_version, sizes and the eval split's shift `eval_shift` in train std units) and
 `deadletter.jsonl` (one JSON line per sample that failed, with the reason).
 
+Shards are deterministic: N per split follows from the planned sample count and the example
+size (`num_shards`, about 256 MiB raw each), an example's shard and its place in it from the
+SHA-256 of its bytes, so a rebuild with the same flags writes byte-identical shards whatever
+the runner or worker count, and training on them is reproducible (`make pretrain`).
+
 How samples are drawn: per year, patches of P x P px aligned to the 10 m grid of the region's
 UTM zone; stratified by land cover (equal counts per class of the patch-centre pixel) where
 `labels/landcover_{year}.tif` lies beside the catalog, uniform otherwise; a valid period per
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -52,11 +58,10 @@ import os
 import posixpath
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
 import numpy as np
-from apache_beam import coders
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -82,6 +87,10 @@ DEFAULT_EVAL_FRACTION = 0.1
 STATS_FILE = "stats.json"
 DEADLETTER_FILE = "deadletter.jsonl"
 TRANSFORM_FN_DIR = "transform_fn"
+# Shard size target: raw bytes of a P x P x T example are about P * P * T * 84 (measured:
+# 22.2 MB at P = 128, T = 16; all sources' bands, masks and metadata).
+SHARD_BYTES = 256 * 2**20
+BYTES_PER_PIXEL_FRAME = 84
 SHARD_SUFFIX = ".tfrecord.gz"
 SPLITS = ("train", "eval")
 
@@ -723,29 +732,104 @@ class BuildPointExamplesFn(_BuildExamplesFn):
 # ------------------------------------------------------------------------------- PTransforms
 
 
+def num_shards(n_examples: int, patch_size: int, max_frames: int) -> int:
+    """Shards for `n_examples` planned examples: about SHARD_BYTES of raw example each."""
+    per_example = max(1, patch_size * patch_size * max_frames * BYTES_PER_PIXEL_FRAME)
+    return max(1, math.ceil(n_examples / max(1, SHARD_BYTES // per_example)))
+
+
+def shard_path(prefix: str, shard: int, n: int) -> str:
+    return f"{prefix}-{shard:05d}-of-{n:05d}{SHARD_SUFFIX}"
+
+
+def _record_key(record: bytes) -> bytes:
+    return hashlib.sha256(record).digest()
+
+
+def write_shard(path: str, records: Iterable[bytes]) -> int:
+    """Write records to a gzip TFRecord file atomically (temp + rename locally; object stores
+    publish an object when it is closed). Returns the record count."""
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    local = "://" not in path
+    target = path
+    if local:
+        d = os.path.dirname(os.path.abspath(path))
+        target = os.path.join(d, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    n = 0
+    try:
+        with FileSystems.create(target, compression_type=CompressionTypes.GZIP) as f:
+            for rec in records:
+                _TFRecordUtil.write_record(f, rec)
+                n += 1
+        if local:
+            os.replace(target, path)
+    except BaseException:
+        if local and os.path.exists(target):
+            os.unlink(target)
+        raise
+    return n
+
+
+class _WriteShardFn(beam.DoFn):
+    """(shard, records) -> the shard file, records in the order of their SHA-256."""
+
+    def __init__(self, prefix: str, n: int):
+        self._prefix, self._n = prefix, n
+
+    def process(self, item) -> Iterator[int]:
+        shard, records = item
+        ordered = sorted(records, key=_record_key)
+        write_shard(shard_path(self._prefix, shard, self._n), ordered)
+        yield shard
+
+
+class _WriteEmptyShardsFn(beam.DoFn):
+    """Every shard index nobody wrote (all its examples failed or none hashed there) -> an
+    empty shard file, so the set is always `-00000-of-N` .. `-(N-1)-of-N`."""
+
+    def __init__(self, prefix: str, n: int):
+        self._prefix, self._n = prefix, n
+
+    def process(self, _, written: Sequence[int]) -> Iterator[int]:
+        for shard in sorted(set(range(self._n)) - set(written)):
+            write_shard(shard_path(self._prefix, shard, self._n), [])
+            yield shard
+
+
 class WriteExamples(beam.PTransform):
     """Serialized examples -> gzip TFRecord shards `{prefix}-SSSSS-of-NNNNN.tfrecord.gz`.
 
-    The runner picks the shard count (one or more per bundle), so examples are never
-    gathered in one place; Beam writes temporary files and renames them when done.
+    Deterministic: an example's shard and its place in the shard follow from the SHA-256 of
+    its bytes, so the same examples give byte-identical shards whatever the runner, worker
+    count or bundle order (Beam's own sinks write in arrival order). The training input
+    pipeline reads shards in name order, so a rebuild trains to the same parameters. Each
+    shard is one group: SHARD_BYTES bounds its memory on a worker.
     """
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, num_shards: int):
         super().__init__()
+        if num_shards < 1:
+            raise ValueError(f"num_shards must be >= 1, got {num_shards}")
         self._prefix = prefix
+        self._n = num_shards
 
     def expand(self, pcoll):
-        return (
+        n = self._n
+        written = (
             pcoll
-            | "Serialized" >> beam.Map(lambda e: e[1])
-            | "WriteTFRecord"
-            >> beam.io.WriteToTFRecord(
-                self._prefix,
-                coder=coders.BytesCoder(),
-                file_name_suffix=SHARD_SUFFIX,
-                compression_type=CompressionTypes.GZIP,
-            )
+            | "KeyByShard"
+            >> beam.Map(lambda e: (int.from_bytes(_record_key(e[1])[:8], "big") % n, e[1]))
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(_WriteShardFn(self._prefix, n))
         )
+        empty = (
+            pcoll.pipeline
+            | "Once" >> beam.Create([None])
+            | "WriteEmptyShards"
+            >> beam.ParDo(_WriteEmptyShardsFn(self._prefix, n), beam.pvalue.AsList(written))
+        )
+        return written, empty
 
 
 class NormalizationStats(beam.PTransform):
@@ -825,12 +909,21 @@ class WriteStats(beam.PTransform):
 class BuildTrainingData(beam.PTransform):
     """SampleSpecs -> shards, transform_fn, stats.json and deadletter.jsonl under `out`."""
 
-    def __init__(self, build_fn: beam.DoFn, out: str, *, temp_dir: str, meta: Mapping):
+    def __init__(
+        self,
+        build_fn: beam.DoFn,
+        out: str,
+        *,
+        temp_dir: str,
+        meta: Mapping,
+        shards: Mapping[str, int] | None = None,
+    ):
         super().__init__()
         self._build_fn = build_fn
         self._out = out
         self._temp_dir = temp_dir
         self._meta = meta
+        self._shards = {s: 1 for s in SPLITS} | dict(shards or {})
 
     def expand(self, specs):
         out = self._out
@@ -843,8 +936,10 @@ class BuildTrainingData(beam.PTransform):
         train, eval_ = built.examples | "SplitTrainEval" >> beam.Partition(
             lambda e, _: SPLITS.index(e[0]), len(SPLITS)
         )
-        _ = train | "WriteTrain" >> WriteExamples(posixpath.join(out, "train"))
-        _ = eval_ | "WriteEval" >> WriteExamples(posixpath.join(out, "eval"))
+        _ = train | "WriteTrain" >> WriteExamples(
+            posixpath.join(out, "train"), self._shards["train"]
+        )
+        _ = eval_ | "WriteEval" >> WriteExamples(posixpath.join(out, "eval"), self._shards["eval"])
         stats, shift = (train, eval_) | "NormalizationStats" >> NormalizationStats(
             posixpath.join(out, TRANSFORM_FN_DIR), self._temp_dir
         )
@@ -871,11 +966,24 @@ def build_pipeline(
     temp_dir: str,
     meta: Mapping[str, object],
 ) -> beam.Pipeline:
-    """Add the job to `pipeline`: planned samples -> examples, stats and dead letters."""
+    """Add the job to `pipeline`: planned samples -> examples, stats and dead letters.
+
+    Shard counts follow from the planned samples per split and the example size
+    (`num_shards`), so they are fixed before anything runs.
+    """
+    shards = {
+        s: num_shards(
+            sum(spec.split == s for spec in specs),
+            int(meta.get("patch_size", 1)),
+            int(meta.get("max_frames", 1)),
+        )
+        for s in SPLITS
+    }
     _ = (
         pipeline
         | "Samples" >> beam.Create(list(specs))
-        | "BuildTrainingData" >> BuildTrainingData(build_fn, out, temp_dir=temp_dir, meta=meta)
+        | "BuildTrainingData"
+        >> BuildTrainingData(build_fn, out, temp_dir=temp_dir, meta=meta, shards=shards)
     )
     return pipeline
 

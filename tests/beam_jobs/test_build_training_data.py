@@ -150,6 +150,51 @@ def test_point_supports_from_first_month():
     assert btd.point_supports(obs, [2021]) == [runner.year_bounds_ms(2021)]
 
 
+def test_num_shards_from_example_size():
+    # 128 x 128 px, 16 frames: 22,020,096 B an example, 12 a shard of 256 MiB.
+    assert btd.num_shards(230, 128, 16) == 20
+    assert btd.num_shards(12, 128, 16) == 1
+    assert btd.num_shards(13, 128, 16) == 2
+    assert btd.num_shards(2700, 1, 12) == 1
+    assert btd.num_shards(0, 32, 12) == 1
+
+
+def _write_examples(records: list[bytes], prefix: str, n: int) -> None:
+    import apache_beam as beam
+
+    with runner.create_pipeline(runner.pipeline_options([])) as p:
+        _ = (
+            p
+            | beam.Create([("train", r, {}) for r in records], reshuffle=False)
+            | btd.WriteExamples(prefix, n)
+        )
+
+
+def test_write_examples_is_independent_of_arrival_order(tmp_path):
+    """Same records in two orders -> byte-identical shards, each in SHA-256 order, all N
+    present (empty ones too), nothing else in the directory."""
+    import hashlib
+
+    records = [f"example {i}".encode() * (1 + i % 3) for i in range(40)]
+    for name, recs in (("a", records), ("b", records[::-1])):
+        (tmp_path / name).mkdir()
+        _write_examples(recs, str(tmp_path / name / "train"), 64)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == [f"train-{i:05d}-of-00064.tfrecord.gz" for i in range(64)]
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    got = []
+    for f in files:
+        a, b = (tmp_path / "a" / f).read_bytes(), (tmp_path / "b" / f).read_bytes()
+        assert a == b, f
+        shard = list(iter_records(str(tmp_path / "a" / f)))
+        keys = [hashlib.sha256(r).digest() for r in shard]
+        assert keys == sorted(keys)
+        assert all(int.from_bytes(k[:8], "big") % 64 == int(f[6:11]) for k in keys)
+        got += shard
+    assert sorted(got) == sorted(records)
+    assert sum(1 for f in files if not list(iter_records(str(tmp_path / "a" / f)))) > 0
+
+
 # ------------------------------------------------------------------------------- helpers
 
 
@@ -281,6 +326,24 @@ def test_point_table_stats_equal_numpy(points_build):
     assert set(stats["eval_shift"]) >= {"sentinel1", "sentinel2_l2a"}
     assert (out / "transform_fn" / "transform_fn" / "saved_model.pb").exists()
     assert not (out / ".tft_tmp").exists()
+
+
+def test_point_table_rebuild_is_byte_identical(points_build, tmp_path):
+    """Two processes instead of one, same flags: the same shard files, byte for byte (what
+    lets `make pretrain` reproduce the shipped model's training data)."""
+    out, table = points_build
+    again = tmp_path / "again"
+    argv = ["--observations", str(table), "--out", str(again), "--eval-fraction", "0.2"]
+    argv += ["--subperiods", "1", "--max-frames", "12", "--seed", "3"]
+    assert (
+        btd.run(argv + ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
+        == 0
+    )
+    names = sorted(p.name for p in out.glob("*-of-*.tfrecord.gz"))
+    assert names == ["eval-00000-of-00001.tfrecord.gz", "train-00000-of-00001.tfrecord.gz"]
+    assert names == sorted(p.name for p in again.glob("*-of-*.tfrecord.gz"))
+    for name in names:
+        assert (out / name).read_bytes() == (again / name).read_bytes(), name
 
 
 def test_rerun_refuses_existing_build(points_build):

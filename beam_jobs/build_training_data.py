@@ -512,6 +512,9 @@ def preprocessing_fn(inputs: dict) -> dict:
     import tensorflow as tf
     import tensorflow_transform as tft
 
+    def f32(t):
+        return tf.cast(t, tf.float32)
+
     out = {}
     for source in sensors.SOURCE_IDS:
         for band in sensors.get_sensor(source).band_names:
@@ -519,19 +522,25 @@ def preprocessing_fn(inputs: dict) -> dict:
             m = inputs[stat_key(source, band, "mean")]
             m2 = inputs[stat_key(source, band, "m2")]
             key = f"{source}__{band}"
-            nf = tf.cast(n, tf.float32)
+            # Sums in float64: the runner combines partial sums in no fixed order, and float64
+            # rounding differences (~1e-16) vanish in the float32 outputs (TFT outputs no
+            # float64), so a rebuild writes the same statistics and trains the same model.
+            nf = tf.cast(n, tf.float64)
+            m = tf.cast(m, tf.float64)
             total = tft.sum(n, name=f"{key}__count")
-            total_f = tf.cast(total, tf.float32)
+            total_f = tf.cast(total, tf.float64)
             mean = tf.math.divide_no_nan(tft.sum(nf * m, name=f"{key}__sum"), total_f)
             # Second pass on the first's mean: a sum of non-negative terms, no cancellation.
-            m2_total = tft.sum(m2 + nf * tf.square(m - mean), name=f"{key}__m2")
+            m2_total = tft.sum(
+                tf.cast(m2, tf.float64) + nf * tf.square(m - mean), name=f"{key}__m2"
+            )
             var = tf.math.divide_no_nan(m2_total, total_f)
             # No valid value at all: identity normalization rather than 0/0.
-            std = tf.where(total > 0, tf.sqrt(var), 1.0)
-            out[stat_key(source, band, "mean")] = tf.zeros_like(m) + mean
-            out[stat_key(source, band, "std")] = tf.zeros_like(m) + std
+            std = tf.where(total > 0, tf.sqrt(var), tf.constant(1.0, tf.float64))
+            out[stat_key(source, band, "mean")] = f32(tf.zeros_like(m) + mean)
+            out[stat_key(source, band, "std")] = f32(tf.zeros_like(m) + std)
             out[stat_key(source, band, "count")] = tf.zeros_like(n) + total
-            out[stat_key(source, band, "z")] = tf.math.divide_no_nan(m - mean, std)
+            out[stat_key(source, band, "z")] = f32(tf.math.divide_no_nan(m - mean, std))
             out[stat_key(source, band, "n")] = n
     return out
 
@@ -595,8 +604,8 @@ class _EvalShiftFn(beam.CombineFn):
     def extract_output(self, acc):
         out: dict[str, dict[str, float]] = {}
         for (source, band), (s, w) in sorted(acc.items()):
-            if w > 0:
-                out.setdefault(source, {})[band] = s / w
+            if w > 0:  # rounded: a diagnostic, and the same on a rebuild
+                out.setdefault(source, {})[band] = round(s / w, 6)
         return out
 
 

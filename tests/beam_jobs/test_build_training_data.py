@@ -329,8 +329,8 @@ def test_point_table_stats_equal_numpy(points_build):
 
 
 def test_point_table_rebuild_is_byte_identical(points_build, tmp_path):
-    """Two processes instead of one, same flags: the same shard files, byte for byte (what
-    lets `make pretrain` reproduce the shipped model's training data)."""
+    """Two processes instead of one, same flags: the same shard files and stats.json, byte
+    for byte (what lets `make pretrain` reproduce the shipped model's training data)."""
     out, table = points_build
     again = tmp_path / "again"
     argv = ["--observations", str(table), "--out", str(again), "--eval-fraction", "0.2"]
@@ -342,7 +342,7 @@ def test_point_table_rebuild_is_byte_identical(points_build, tmp_path):
     names = sorted(p.name for p in out.glob("*-of-*.tfrecord.gz"))
     assert names == ["eval-00000-of-00001.tfrecord.gz", "train-00000-of-00001.tfrecord.gz"]
     assert names == sorted(p.name for p in again.glob("*-of-*.tfrecord.gz"))
-    for name in names:
+    for name in names + ["stats.json"]:
         assert (out / name).read_bytes() == (again / name).read_bytes(), name
 
 

@@ -6,6 +6,9 @@
 # ../shared/realdata (WorldCereal Belgium monthly composites and the eo-learn Slovenia scenes,
 # no labels used). Model: config tiny, seed 0, the steps below. Each stage is skipped when its
 # output exists, so a rerun resumes (training resumes from its last checkpoint).
+# The data stages write byte-identical shards on every run and training on the same bytes is
+# deterministic on one machine (checked: two full runs, identical shards; 40 steps on each,
+# identical bundles); another CPU's XLA may round differently.
 #
 #   WORK=/tmp/pretrain STEPS=1200 bash scripts/pretrain.sh
 set -euo pipefail

@@ -49,6 +49,7 @@ was needed with Beam 2.77.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -609,23 +610,29 @@ class _EvalShiftFn(beam.CombineFn):
         return out
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Write a file so readers see the old or the new content, never a part (temp + rename
-    locally; object stores publish an object only when it is closed)."""
+@contextlib.contextmanager
+def _atomic_target(path: str) -> Iterator[str]:
+    """Where to write `path` so readers see the old or the new file, never a part: a hidden
+    temp file beside it, renamed onto it on success (deleted on failure), or for an object
+    store the path itself (an object is published only when it is closed)."""
     if "://" in path:
-        with FileSystems.create(path) as f:
-            f.write(text.encode())
+        yield path
         return
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
     try:
-        with open(tmp, "x") as f:
-            f.write(text)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write a text file atomically (`_atomic_target`)."""
+    with _atomic_target(path) as target, FileSystems.create(target) as f:
+        f.write(text.encode())
 
 
 # ------------------------------------------------------------------------------- DoFns
@@ -756,27 +763,17 @@ def _record_key(record: bytes) -> bytes:
 
 
 def write_shard(path: str, records: Iterable[bytes]) -> int:
-    """Write records to a gzip TFRecord file atomically (temp + rename locally; object stores
-    publish an object when it is closed). Returns the record count."""
+    """Write records to a gzip TFRecord file atomically (`_atomic_target`); their count."""
     from apache_beam.io.tfrecordio import _TFRecordUtil
 
-    local = "://" not in path
-    target = path
-    if local:
-        d = os.path.dirname(os.path.abspath(path))
-        target = os.path.join(d, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
     n = 0
-    try:
-        with FileSystems.create(target, compression_type=CompressionTypes.GZIP) as f:
-            for rec in records:
-                _TFRecordUtil.write_record(f, rec)
-                n += 1
-        if local:
-            os.replace(target, path)
-    except BaseException:
-        if local and os.path.exists(target):
-            os.unlink(target)
-        raise
+    with (
+        _atomic_target(path) as target,
+        FileSystems.create(target, compression_type=CompressionTypes.GZIP) as f,
+    ):
+        for rec in records:
+            _TFRecordUtil.write_record(f, rec)
+            n += 1
     return n
 
 
@@ -787,8 +784,8 @@ class _WriteShardFn(beam.DoFn):
         self._prefix, self._n = prefix, n
 
     def process(self, item) -> Iterator[int]:
-        shard, records = item
-        ordered = sorted(records, key=_record_key)
+        shard, keyed = item  # (sha256, record) pairs
+        ordered = (rec for _, rec in sorted(keyed))
         write_shard(shard_path(self._prefix, shard, self._n), ordered)
         yield shard
 
@@ -827,8 +824,8 @@ class WriteExamples(beam.PTransform):
         n = self._n
         written = (
             pcoll
-            | "KeyByShard"
-            >> beam.Map(lambda e: (int.from_bytes(_record_key(e[1])[:8], "big") % n, e[1]))
+            | "Hash" >> beam.Map(lambda e: (_record_key(e[1]), e[1]))
+            | "KeyByShard" >> beam.Map(lambda kr: (int.from_bytes(kr[0][:8], "big") % n, kr))
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShards" >> beam.ParDo(_WriteShardFn(self._prefix, n))
         )

@@ -49,16 +49,13 @@ was needed with Beam 2.77.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
-import os
 import posixpath
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
@@ -68,7 +65,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_jobs import runner
-from schemas import composite, examples, sensors
+from schemas import composite, examples, files, sensors
 from schemas.grid import GridWindow, aoi_geometry, utm_epsg, window_for_geometry
 from schemas.observations import Observations
 
@@ -610,28 +607,9 @@ class _EvalShiftFn(beam.CombineFn):
         return out
 
 
-@contextlib.contextmanager
-def _atomic_target(path: str) -> Iterator[str]:
-    """Where to write `path` so readers see the old or the new file, never a part: a hidden
-    temp file beside it, renamed onto it on success (deleted on failure), or for an object
-    store the path itself (an object is published only when it is closed)."""
-    if "://" in path:
-        yield path
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_text_atomic(path: str, text: str) -> None:
-    """Write a text file atomically (`_atomic_target`)."""
-    with _atomic_target(path) as target, FileSystems.create(target) as f:
+    """Write a text file atomically (`files.atomic_target`)."""
+    with files.atomic_target(path) as target, FileSystems.create(target) as f:
         f.write(text.encode())
 
 
@@ -763,12 +741,12 @@ def _record_key(record: bytes) -> bytes:
 
 
 def write_shard(path: str, records: Iterable[bytes]) -> int:
-    """Write records to a gzip TFRecord file atomically (`_atomic_target`); their count."""
+    """Write records to a gzip TFRecord file atomically (`files.atomic_target`); their count."""
     from apache_beam.io.tfrecordio import _TFRecordUtil
 
     n = 0
     with (
-        _atomic_target(path) as target,
+        files.atomic_target(path) as target,
         FileSystems.create(target, compression_type=CompressionTypes.GZIP) as f,
     ):
         for rec in records:

@@ -77,7 +77,6 @@ import posixpath
 import shlex
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from beam_jobs import inference, runner
-from schemas import embedding, sensors
+from schemas import embedding, files, sensors
 from schemas.grid import (
     Chip,
     GridWindow,
@@ -432,34 +431,18 @@ def cog_tags(spec: EmbedSpec) -> dict[str, str]:
 # ------------------------------------------------------------------------------- file helpers
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Readers see the old file or the new one, never a part (temp + rename locally; object
     stores publish an object only when it is closed)."""
-    if _is_remote(path):
-        with FileSystems.create(path) as f:
-            f.write(data)
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with files.atomic_target(path) as target, FileSystems.create(target) as f:
+        f.write(data)
 
 
 @contextlib.contextmanager
 def local_target(dest: str) -> Iterator[str]:
     """A local path to write `dest` through: `dest` itself (the writers are atomic), or for an
     object store a scratch file uploaded when the writer is done."""
-    if not _is_remote(dest):
+    if not files.is_remote(dest):
         yield dest
         return
     with tempfile.TemporaryDirectory(prefix="earthembed-") as scratch:
@@ -568,12 +551,12 @@ def remove_stale_temporaries(spec: EmbedSpec, tile: Tile) -> list[str]:
     """Delete temporary files an earlier, killed attempt at this tile left (`{tile_id}*.tmp-*`;
     object stores have none: an upload appears whole or not at all)."""
     folder = posixpath.dirname(spec.tile_path(tile, ".tif"))
-    if _is_remote(folder) or not os.path.isdir(folder):
+    if files.is_remote(folder) or not os.path.isdir(folder):
         return []
     stale = [
         os.path.join(folder, n)
         for n in os.listdir(folder)
-        if n.startswith(tile.id) and ".tmp-" in n
+        if n.startswith(tile.id) and files.is_temporary(n)
     ]
     for path in stale:
         log.info("removing %s, left by an interrupted attempt", path)
@@ -1020,7 +1003,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
 
 def _local_copy(path: str) -> str:
     """A local path for a small input file (an AOI on GCS is copied to a temp file)."""
-    if not _is_remote(path):
+    if not files.is_remote(path):
         return path
     if not FileSystems.exists(path):
         raise ValueError(f"--aoi {path}: no such file")
@@ -1100,7 +1083,7 @@ def plan_run(argv: Sequence[str] | None = None) -> RunPlan:
         aoi_wkb=aoi,
     )
     _check_previous_run(out, spec.key, args.overwrite)
-    if not _is_remote(out):
+    if not files.is_remote(out):
         Path(out).mkdir(parents=True, exist_ok=True)
     handler = inference.FlaxEmbeddingModelHandler(
         args.model,

@@ -46,7 +46,6 @@ import logging
 import os
 import re
 import sys
-import uuid
 from pathlib import Path
 
 import apache_beam as beam
@@ -59,7 +58,7 @@ from beam_jobs.io.cog import write_cog
 from beam_jobs.simulation import labels as sim_labels
 from beam_jobs.simulation import render
 from beam_jobs.simulation.world import DEFAULT_TILE_SIZE, SimRegion
-from schemas import sensors
+from schemas import files, sensors
 from schemas.grid import GridWindow, Tile
 
 LOG = logging.getLogger(__name__)
@@ -329,18 +328,13 @@ def write_changes(region: SimRegion, out_dir: str) -> str:
 
 
 def _write_parquet(gdf, path: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    gdf.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with files.atomic_target(path) as tmp:
+        gdf.to_parquet(tmp, index=False)
 
 
 def _write_json_atomic(obj: dict, path: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "w") as f:
+    with files.atomic_target(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def sim_params(region: SimRegion, args: argparse.Namespace, beam_args: list[str]) -> dict:

@@ -61,16 +61,14 @@ them, so the contract (and the quantization) loads anywhere schemas/ does.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import json
 import math
 import os
 import tempfile
-import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +76,7 @@ import numpy as np
 import pyarrow as pa
 from affine import Affine
 
-from schemas import sensors
+from schemas import files, sensors
 
 if TYPE_CHECKING:
     import pystac
@@ -279,21 +277,6 @@ def renormalized_overviews(
 # ---------------------------------------------------------------------------------- files
 
 
-@contextlib.contextmanager
-def _atomic_output(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside `path`; rename it onto `path` on success, else delete it."""
-    path = os.fspath(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _software_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -414,8 +397,8 @@ def write_embedding_cog(
     The pyramid is written level by level into plain GTiffs in a scratch folder beside `path`,
     tied together by a VRT whose bands list them as overviews, and copied by GDAL's COG driver
     with OVERVIEWS=FORCE_USE_EXISTING: the overview pixels are exactly the quantized
-    `renormalized_overviews`. The COG goes to `path + '.tmp-<uuid>'` and is renamed onto
-    `path`, so a file that exists is complete.
+    `renormalized_overviews`. The COG is written through `files.atomic_target`,
+    so a file that exists is complete.
 
     Args:
         path: destination file; parent folders are created.
@@ -454,7 +437,7 @@ def write_embedding_cog(
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(dir=Path(path).parent, prefix=".embedding-cog-") as work,
-        _atomic_output(path) as tmp,
+        files.atomic_target(path) as tmp,
     ):
         paths = [os.path.join(work, "level0.tif")]
         _write_level(paths[0], lambda a, b: quantize(emb[a:b]), emb.shape[:2], transform, wkt)
@@ -602,7 +585,7 @@ def write_quality_cog(
         "OVERVIEW_RESAMPLING": "AVERAGE",
         **options,
     }
-    with _atomic_output(path) as tmp:
+    with files.atomic_target(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(quality)
             for i, name in enumerate(QUALITY_BANDS, start=1):
@@ -837,7 +820,7 @@ def write_embedding_parquet(
         column.pop("bbox", None)
     meta[b"geo"] = json.dumps(geo).encode()
     table = table.replace_schema_metadata(meta)
-    with _atomic_output(path) as tmp:
+    with files.atomic_target(path) as tmp:
         with pq.ParquetWriter(
             tmp, table.schema, compression="zstd", write_statistics=True
         ) as writer:
@@ -1163,7 +1146,7 @@ def _embedding_files(folder: str) -> list[str]:
     out = []
     for p in sorted(Path(folder).rglob("*")):
         parts = p.relative_to(folder).parts
-        if not p.is_file() or ".tmp-" in p.name or any(x.startswith(".") for x in parts):
+        if not p.is_file() or files.is_temporary(p.name) or any(x.startswith(".") for x in parts):
             continue
         if p.suffix.lower() in (".tif", ".tiff") and not p.stem.endswith("_quality"):
             out.append(str(p))

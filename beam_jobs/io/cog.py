@@ -9,14 +9,14 @@ trust any file that exists. `validate_cog` wraps rio-cogeo's validator.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+
+from schemas import files
 
 COMPRESSIONS = ("DEFLATE", "ZSTD", "LZW", "NONE")
 
@@ -67,8 +67,6 @@ def write_cog(
     if isinstance(crs, int):
         crs = CRS.from_epsg(crs)
     path = os.fspath(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     profile = {
         "driver": "COG",
         "width": data.shape[2],
@@ -87,19 +85,13 @@ def write_cog(
     }
     if compress in ("DEFLATE", "ZSTD", "LZW"):
         profile["PREDICTOR"] = "YES"
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data)
-            if band_names is not None:
-                for i, name in enumerate(band_names, start=1):
-                    dst.set_band_description(i, str(name))
-            if tags:
-                dst.update_tags(**{str(k): str(v) for k, v in tags.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with files.atomic_target(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(data)
+        if band_names is not None:
+            for i, name in enumerate(band_names, start=1):
+                dst.set_band_description(i, str(name))
+        if tags:
+            dst.update_tags(**{str(k): str(v) for k, v in tags.items()})
     return path
 
 

@@ -607,12 +607,6 @@ class _EvalShiftFn(beam.CombineFn):
         return out
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Write a text file atomically (`files.atomic_target`)."""
-    with files.atomic_target(path) as target, FileSystems.create(target) as f:
-        f.write(text.encode())
-
-
 # ------------------------------------------------------------------------------- DoFns
 
 
@@ -873,7 +867,9 @@ class WriteStats(beam.PTransform):
             doc["examples"] = {"train": int(n_train), "eval": int(n_eval)}
             doc.update(stats if stats is not None else stats_from_transformed(None))
             doc["eval_shift"] = shift or {}
-            write_text_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+            runner.write_bytes_atomic(
+                path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+            )
             return path
 
         return (

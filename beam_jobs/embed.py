@@ -431,13 +431,6 @@ def cog_tags(spec: EmbedSpec) -> dict[str, str]:
 # ------------------------------------------------------------------------------- file helpers
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Readers see the old file or the new one, never a part (temp + rename locally; object
-    stores publish an object only when it is closed)."""
-    with files.atomic_target(path) as target, FileSystems.create(target) as f:
-        f.write(data)
-
-
 @contextlib.contextmanager
 def local_target(dest: str) -> Iterator[str]:
     """A local path to write `dest` through: `dest` itself (the writers are atomic), or for an
@@ -525,7 +518,7 @@ def write_tile(spec: EmbedSpec, tile: Tile, results: Sequence[ChipResult], plann
     item = None
     if "stac" in spec.formats:
         item = item_document(spec, tile)
-        write_bytes_atomic(spec.tile_path(tile, ".json"), _json_bytes(item))
+        runner.write_bytes_atomic(spec.tile_path(tile, ".json"), _json_bytes(item))
     failed = sorted((r for r in results if r.error is not None), key=lambda r: r.chip_id)
     valid = int((~(q == embedding.NODATA).all(axis=-1)).sum())
     summary = {
@@ -543,7 +536,7 @@ def write_tile(spec: EmbedSpec, tile: Tile, results: Sequence[ChipResult], plann
         "bbox_lonlat": list(item["bbox"]) if item else list(tile.window.lonlat_bounds()),
         "deadletters": [r.deadletter() for r in failed],
     }
-    write_bytes_atomic(spec.marker_path(tile), _json_bytes(summary))
+    runner.write_bytes_atomic(spec.marker_path(tile), _json_bytes(summary))
     return summary
 
 
@@ -584,7 +577,7 @@ def write_run_files(spec: EmbedSpec, summaries: Sequence[dict], run_info: Mappin
     """deadletter.jsonl, collection.json (with `stac`) and manifest.json over every tile."""
     summaries = sorted(summaries, key=lambda s: s["tile_id"])
     dead = [d for s in summaries for d in s["deadletters"]]
-    write_bytes_atomic(
+    runner.write_bytes_atomic(
         posixpath.join(spec.out, DEADLETTER_FILE),
         "".join(json.dumps(d, sort_keys=True) + "\n" for d in dead).encode(),
     )
@@ -613,9 +606,9 @@ def write_run_files(spec: EmbedSpec, summaries: Sequence[dict], run_info: Mappin
             }
             for s in summaries
         ]
-        write_bytes_atomic(posixpath.join(spec.out, COLLECTION_FILE), _json_bytes(doc))
+        runner.write_bytes_atomic(posixpath.join(spec.out, COLLECTION_FILE), _json_bytes(doc))
     manifest = manifest_document(spec, summaries, run_info)
-    write_bytes_atomic(posixpath.join(spec.out, MANIFEST_FILE), _json_bytes(manifest))
+    runner.write_bytes_atomic(posixpath.join(spec.out, MANIFEST_FILE), _json_bytes(manifest))
     return manifest
 
 

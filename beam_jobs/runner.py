@@ -1,4 +1,5 @@
-"""Pipeline construction shared by every job: options, the local runner, years and periods.
+"""Pipeline construction shared by every job: options, the local runner, years and periods,
+and the atomic write of a job's small output files (local or object store).
 
 Locally (no --runner, or DirectRunner) pipelines run on the Python FnApiRunner, built the way
 the DirectRunner builds it, so `--direct_num_workers` and `--direct_running_mode` apply. The
@@ -12,7 +13,10 @@ import datetime as dt
 import logging
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+
+from schemas import files
 
 LOCAL_RUNNERS = (None, "", "DirectRunner", "FnApiRunner", "SwitchingDirectRunner")
 
@@ -93,3 +97,10 @@ def setup_logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write a small file (JSON, a marker) locally or to an object store so that readers see
+    the old file or the new one, never a part (`schemas.files.atomic_target`)."""
+    with files.atomic_target(path) as target, FileSystems.create(target) as f:
+        f.write(data)

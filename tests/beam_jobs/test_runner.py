@@ -48,3 +48,11 @@ def test_year_and_period_bounds():
         runner.parse_period("2024-01-02/2024-01-01")
     with pytest.raises(ValueError, match="--period"):
         runner.parse_period("2024")
+
+
+def test_write_bytes_atomic_creates_replaces_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "out" / "manifest.json"
+    runner.write_bytes_atomic(str(path), b'{"a": 1}')
+    runner.write_bytes_atomic(str(path), b'{"a": 2}')
+    assert path.read_bytes() == b'{"a": 2}'
+    assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]

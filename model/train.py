@@ -10,7 +10,10 @@ vMF sample around its mu at every frame of the valid period and is scored on the
 unperturbed values (masked L1); the EMA teacher encodes the full batch and the student's
 mu must agree with it (consistency); mu across the batch must not collapse (batch
 uniformity); the mean mu of an example aligns with its label's embedding (CLIP-style), and
-every pixel with a land-cover class is classified against the label table (label).
+every pixel with a land-cover class is classified against the label table (label). Options:
+`train.label_window` feeds that term unperturbed pixels of many recent examples instead of
+the step's crops (LabelWindow), and `loss.label_linear` adds it for the summary's linear
+map alone.
 
 Everything random in a step is drawn from (seed, step): the batch (see input_pipeline), the
 context crop, the perturbation and the vMF sample, so a run resumed from a checkpoint ends
@@ -212,18 +215,46 @@ def loss_fn(params, ema_params, inputs, labels, key, config):
     # Per-pixel label alignment: where a training pixel has a land-cover class, its mu is
     # scored against every row of the label table (a softmax over the classes at the
     # temperature): the label-embedding side of AEF's text alignment, at pixel level.
+    # Which pixels: the step's own (perturbed) crops, or with `train.label_window` the
+    # unperturbed pixels of many examples that LabelWindow keeps (encoded without context).
+    # `loss.label_linear` weighs a second such term on the linear map of the pixel summary
+    # alone (mu without its deep part): the labels then train that read-out directly.
     lc = jnp.asarray(labels["target/landcover"]).astype(jnp.int32)
-    lc_ok = (lc >= 0) & (lc < table.shape[0]) & obs_s
-    label = losses.categorical_xent(
-        logits=mu_s @ vmf.l2_normalize(table).T / w.temperature,
-        labels=jnp.where(lc_ok, lc, -1),
-    )
+    label_inputs, mu_l, obs_l = student_inputs, mu_s, obs_s
+    window = labels.get("window")
+    if window is not None:
+        label_inputs = window["inputs"]
+        lc = jnp.asarray(window["landcover"]).astype(jnp.int32)
+        obs_l = jnp.ones(lc.shape, bool)
+        if w.get("label", 0.0):
+            strips = modules.create_model(_without_context(config))
+            mu_l, obs_l = strips.apply({"params": model_params}, label_inputs, method=strips.encode)
+    has_class = (lc >= 0) & (lc < table.shape[0])
+    unit_table = vmf.l2_normalize(table)
+    label = jnp.zeros(())
+    if window is None or w.get("label", 0.0):
+        label = losses.categorical_xent(
+            logits=mu_l @ unit_table.T / w.temperature,
+            labels=jnp.where(has_class & obs_l, lc, -1),
+        )
+    label_linear = jnp.zeros(())
+    if w.get("label_linear", 0.0):
+        summary = modules.pixel_summary(label_inputs, config.model)
+        if summary is None:
+            raise ValueError("loss.label_linear needs a pixel summary (model.harmonics/quantiles)")
+        skip = model_params["summarizer"]["precision"]
+        lin = vmf.l2_normalize(summary @ skip["kernel"] + skip["bias"])
+        ok = has_class if window is not None else has_class & obs_s
+        label_linear = losses.categorical_xent(
+            logits=lin @ unit_table.T / w.temperature, labels=jnp.where(ok, lc, -1)
+        )
     total = (
         w.recon * recon
         + w.uniform * uniform
         + w.consistency * consistency
         + w.align * align
         + w.get("label", 0.0) * label
+        + w.get("label_linear", 0.0) * label_linear
     )
     metrics = {
         "loss": total,
@@ -232,9 +263,17 @@ def loss_fn(params, ema_params, inputs, labels, key, config):
         "consistency": consistency,
         "align": align,
         "label": label,
+        "label_linear": label_linear,
         **{f"recon/{s}": v for s, v in recon_terms.items()},
     }
     return total, metrics
+
+
+def _without_context(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config with `model.context` off: strips of pixels from far apart have none."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.model.context = False
+    return c
 
 
 def train_step(state: TrainState, inputs, labels, key, config):
@@ -315,6 +354,65 @@ class Batcher:
         inputs = features.to_model_inputs(raw, self.norm, max_frames=self.config.model.max_frames)
         labels = {k: raw[k] for k in input_pipeline.TARGET_KEYS}
         return inputs, labels
+
+
+class LabelWindow:
+    """The pixels the label term scores with `train.label_window` = W > 0: `label_pixels` = k
+    labelled pixels of every example of the last W steps, unperturbed.
+
+    The step's own crops are 8 patches of up to 16 x 16 px: a few places per step whose
+    pixels are near copies of each other. A linear map of the pixel summary trained offline
+    on such patches reaches 0.957 at 10 labels on sim:101:tropical, and 0.971 on pixels from
+    many examples (benchmarks/summary_fit.py; benchmarks/RESULTS.md, quality_model). Each
+    example's k pixels (drawn from (seed, step), with replacement when it has fewer) sit side
+    by side as a 1 x k strip of that example, so they keep its frames, times and period;
+    slots of examples without labels, and of the W steps before the first, carry label -1.
+    On resume the trainer refills the window from the batches it had read (exact resume).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, norm: Mapping):
+        self.config, self.norm = config, norm
+        self.steps = int(config.train.get("label_window", 0))
+        self.pixels = int(config.train.get("label_pixels", 8))
+        self.items: list[tuple[dict, np.ndarray]] = []
+
+    def strips(self, raw: Mapping, step: int) -> tuple[dict, np.ndarray]:
+        """A raw batch -> (model inputs (B, T, 1, k, ...), landcover (B, 1, k))."""
+        lc = np.asarray(raw["target/landcover"])
+        b, p, _ = lc.shape
+        k = self.pixels
+        rng = np.random.default_rng([self.config.seed, step, 17])
+        rows, cols = np.zeros((b, k), np.int64), np.zeros((b, k), np.int64)
+        lab = np.full((b, k), -1, np.int64)
+        for i in range(b):
+            ok = np.flatnonzero((lc[i] >= 0) & (lc[i] < self.config.model.num_classes))
+            if len(ok):
+                pick = rng.choice(ok, k, replace=len(ok) < k)
+                rows[i], cols[i] = np.divmod(pick, p)
+                lab[i] = lc[i].reshape(-1)[pick]
+        bi = np.arange(b)[:, None]
+        out = {}
+        for name, v in raw.items():
+            if name.endswith("/values") or name.endswith("/valid"):  # (B, T, P, P, ...)
+                g = np.moveaxis(np.asarray(v)[bi, :, rows, cols], 1, 2)  # (B, T, k, ...)
+                out[name] = np.expand_dims(g, 2)
+            elif name == "target/landcover":
+                out[name] = lab[:, None, :]
+            else:
+                out[name] = v
+        inputs = features.to_model_inputs(out, self.norm, max_frames=self.config.model.max_frames)
+        return inputs, lab[:, None, :]
+
+    def add(self, raw: Mapping, step: int) -> dict:
+        """Add step `step`'s batch; the window as {"inputs", "landcover"}, W * B strips."""
+        item = self.strips(raw, step)
+        if not self.items:
+            self.items = [(item[0], np.full_like(item[1], -1)) for _ in range(self.steps)]
+        self.items = (self.items + [item])[-self.steps :]
+        return {
+            "inputs": {n: np.concatenate([it[0][n] for it in self.items]) for n in item[0]},
+            "landcover": np.concatenate([it[1] for it in self.items]),
+        }
 
 
 def knn_probe(emb: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float | None:
@@ -478,6 +576,23 @@ def train_and_evaluate(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
+    label_window = LabelWindow(config, norm)
+    if label_window.steps and start:
+        # Refill the window with the batches of the steps before `start`, as they were.
+        replay = input_pipeline.TrainBatches(
+            dirs,
+            batch_size=config.train.batch_size,
+            seed=config.seed,
+            start_step=max(0, start - label_window.steps),
+            shuffle_buffer=config.train.shuffle_buffer,
+            weights=tuple(config.train.get("data_weights", ())),
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        for step, _, raw in replay:
+            if step >= start:
+                break
+            label_window.add(raw, step)
     total = config.train.steps
     end = total if stop_after is None else min(total, stop_after)
     bar = None
@@ -491,6 +606,8 @@ def train_and_evaluate(
         if step >= end:
             break
         inputs, labels = batcher(raw, step)
+        if label_window.steps:
+            labels = dict(labels, window=label_window.add(raw, step))
         state, metrics = step_fn(state, inputs, labels, jax.random.fold_in(key, step))
         n_examples += config.train.batch_size
         acc.append(metrics)

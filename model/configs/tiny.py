@@ -4,6 +4,9 @@
 
 The shipped model/weights/tiny is this config, seed 0, on the data of scripts/pretrain.sh
 (`make pretrain`), with data_weights (0.4, 0.4, 0.1, 0.1) over its four directories.
+The sim:101:tropical figures in the comments below compare settings on the region cached
+before the simulator's first commit; the fresh region scores lower (benchmarks/RESULTS.md,
+quality_model).
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ def get_config() -> ml_collections.ConfigDict:
     t.drop_frame_prob = 0.3
     t.drop_half_year_prob = 0.25
     t.std_floor = 1e-3
+    # The label term's pixels: 0 scores the step's own crops; W > 0 scores `label_pixels`
+    # unperturbed labelled pixels of every example of the last W steps (train.LabelWindow).
+    t.label_window = 0
+    t.label_pixels = 8
     t.shuffle_buffer = 256
     t.log_every = 25
     t.eval_every = 500
@@ -80,6 +87,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Label/alignment softmax temperature; 0.1 scored 0.955 vs 0.957 at 0.07 (sim:101:tropical,
     # 10 labels, 30 draws, one build; benchmarks/RESULTS.md, quality_model).
     w.temperature = 0.07
+    # The same term on the summary's linear map alone (mu without its deep part).
+    w.label_linear = 0.0
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.model = 1  # size of the 'model' axis; the rest of the devices form 'data'

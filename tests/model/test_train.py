@@ -162,3 +162,77 @@ def test_four_host_devices_give_the_same_step_as_one(tmp_path):
         assert (int(devices), int(data_axis)) == (n, n)
         out[n] = np.load(tmp_path / f"p{n}.npy")
     np.testing.assert_allclose(out[1], out[4], rtol=1e-4, atol=1e-6)
+
+
+def test_label_window_keeps_labelled_pixels_of_the_last_steps_as_strips(tiny_td, small_config):
+    c = small_config(label_window=3, label_pixels=5)
+    d = input_pipeline.open_data_dir(str(tiny_td))
+    norm = features.normalizer(d.stats)
+    it = input_pipeline.TrainBatches([d], batch_size=4, seed=0, shuffle_buffer=8)
+    window = train.LabelWindow(c, norm)
+    _, _, raw = next(it)
+    first = window.add(raw, 0)
+    # 3 steps x 4 examples x 5 pixels; before the window fills, the earlier slots are unlabelled
+    assert first["landcover"].shape == (12, 1, 5)
+    assert np.all(first["landcover"][:8] == -1)
+    bands = raw["sentinel2_l2a/values"].shape[-1]
+    assert first["inputs"]["sentinel2_l2a/x"].shape == (12, c.model.max_frames, 1, 5, bands)
+    # each strip pixel is a labelled pixel of its example, with that pixel's values
+    inputs, lab = window.strips(raw, 0)
+    lc = raw["target/landcover"]
+    full = features.to_model_inputs(raw, norm, max_frames=c.model.max_frames)
+    for b in range(4):
+        if np.all(lab[b] < 0):
+            continue
+        for j in range(5):
+            hits = np.argwhere(
+                np.all(
+                    full["sentinel2_l2a/x"][b]
+                    == inputs["sentinel2_l2a/x"][b, :, 0, j][:, None, None],
+                    axis=(0, 3),
+                )
+            )
+            assert len(hits) and any(lc[b, r, q] == lab[b, 0, j] for r, q in hits)
+    for step in (1, 2, 3):
+        _, _, raw = next(it)
+        out = window.add(raw, step)
+    assert out["landcover"].shape == (12, 1, 5)
+    assert np.all(out["landcover"][-4:] == window.strips(raw, 3)[1])
+
+
+def test_resume_with_the_label_window_ends_with_the_same_parameters(
+    tiny_td, tmp_path, small_config
+):
+    c = small_config(steps=8, checkpoint_every=5, label_window=4)
+    c.loss.label_linear = 1.0
+    full = train.train_and_evaluate(c, str(tmp_path / "full"), [str(tiny_td)], progress=False)
+    part = tmp_path / "part"
+    train.train_and_evaluate(c, str(part), [str(tiny_td)], stop_after=5, progress=False)
+    resumed = train.train_and_evaluate(c, str(part), [str(tiny_td)], progress=False)
+    for a, b in zip(_leaves(full), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_label_linear_leaves_the_deep_path_to_the_other_terms(small_config):
+    """With only the label term, label_linear gives the deep path and its gate no gradient."""
+    c = small_config(drop_prob=0.0)
+    for term in ("recon", "uniform", "consistency", "align", "label"):
+        c.loss[term] = 0.0
+    c.loss.label_linear = 1.0
+    x = features.empty_inputs(2, 4, c.model.max_frames)
+    x["cop_dem/x"][:] = np.random.default_rng(0).normal(size=x["cop_dem/x"].shape)
+    x["cop_dem/mask"][:] = 1
+    x["cop_dem/band_mask"][:] = 1
+    state = train.init_state(c, x)
+    labels = {
+        "target/class_id": np.full(2, -1, np.int64),
+        "target/landcover": np.ones((2, 4, 4), np.int64),
+    }
+    grads = jax.grad(
+        lambda p: train.loss_fn(p, state.ema_params, x, labels, jax.random.key(0), c)[0]
+    )(state.params)
+    summ = grads["summarizer"]
+    assert float(np.abs(summ["deep_gate"])) == 0.0
+    assert all(float(np.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(summ["head"]))
+    assert float(np.abs(summ["precision"]["kernel"]).max()) > 0.0
+    assert float(np.abs(grads["label_table"]).max()) > 0.0

@@ -80,6 +80,7 @@ class Bundle:
             return mu, observed
 
         self._encode = jax.jit(encode)
+        self._summary = jax.jit(lambda inputs: modules.pixel_summary(inputs, cfg.model))
 
     @property
     def version(self) -> str:
@@ -102,6 +103,16 @@ class Bundle:
         m = self.config["model"]
         return int(m.get("embed_max_frames") or m["max_frames"])
 
+    @property
+    def summary_max_frames(self) -> int:
+        """Frames per time-varying source of the per-pixel summary that reaches mu linearly
+        (`model.summary_max_frames`; 0 or absent: the deep path's `max_frames`). The summary
+        (quantiles, harmonics) costs little per frame, so it can see every clear frame of the
+        year while the attention paths see `max_frames` of them.
+        """
+        m = self.config["model"]
+        return max(int(m.get("summary_max_frames") or 0), self.max_frames)
+
     # ----------------------------------------------------------------------- inputs
 
     def prepare(
@@ -119,7 +130,25 @@ class Bundle:
             location=_NO_LOCATION,
             seed=seed,
         )
-        return {k: feats[k] for k in features.example_keys()}
+        item = {k: feats[k] for k in features.example_keys()}
+        if self.summary_max_frames > self.max_frames:
+            item["pixel_summary"] = self._pixel_summary(obs, t_start_ms, t_end_ms, seed)
+        return item
+
+    def _pixel_summary(self, obs: Observations, t_start_ms: int, t_end_ms: int, seed: int):
+        """The (P, P, F) per-pixel summary over `summary_max_frames` frames per source."""
+        n = self.summary_max_frames
+        feats = examples.example_features(
+            obs,
+            t_start_ms=int(t_start_ms),
+            t_end_ms=int(t_end_ms),
+            max_frames=n,
+            location=_NO_LOCATION,
+            seed=seed,
+        )
+        batch = {k: feats[k][None] for k in features.example_keys()}
+        inputs = features.to_model_inputs(batch, self._norm, max_frames=n)
+        return np.asarray(self._summary(inputs), np.float32)[0]
 
     def prepare_points(
         self, obs: Observations, *, t_start_ms: int, t_end_ms: int
@@ -161,6 +190,8 @@ class Bundle:
     def embed_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """Stacked prepared inputs (B, ...) -> (B, P, P, D) float32; NaN where unobserved."""
         inputs = features.to_model_inputs(batch, self._norm, max_frames=self.max_frames)
+        if "pixel_summary" in batch:
+            inputs["pixel_summary"] = np.asarray(batch["pixel_summary"], np.float32)
         mu, observed = self._encode(self.params, inputs)
         mu = np.asarray(mu, np.float32)
         return np.where(np.asarray(observed)[..., None], mu, np.nan).astype(np.float32)

@@ -351,7 +351,12 @@ class EmbeddingModel(nn.Module):
         }
 
     def encode(self, inputs: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        """inputs -> (mu (B, H, W, D) unit vectors, observed (B, H, W) bool)."""
+        """inputs -> (mu (B, H, W, D) unit vectors, observed (B, H, W) bool).
+
+        `inputs["pixel_summary"]` (B, H, W, F), when given, is the per-pixel summary that
+        reaches mu linearly, computed by the caller over more frames than the deep path sees
+        (`model.bundle`: `summary_max_frames`); otherwise it is computed from `inputs`.
+        """
         frames = jnp.concatenate([self.projectors[s](inputs) for s in SOURCES], axis=1)
         mask = jnp.concatenate([inputs[f"{s}/mask"] for s in SOURCES], axis=1).astype(frames.dtype)
         _, _, h, w, _ = frames.shape
@@ -373,7 +378,10 @@ class EmbeddingModel(nn.Module):
             + gates[1] * self.skip[1](upsample(tt, 8, h, w))
             + gates[2] * self.skip[2](upsample(ss, 16, h, w))
         ) * mask[..., None]
-        mu = self.summarizer(full, mask, inputs["period_days"], pixel_summary(inputs, self.config))
+        summary = inputs.get("pixel_summary")
+        if summary is None:
+            summary = pixel_summary(inputs, self.config)
+        mu = self.summarizer(full, mask, inputs["period_days"], summary)
         observed = mask.sum(axis=1) > 0
         return mu, observed
 

@@ -12,8 +12,8 @@ mu must agree with it (consistency); mu across the batch must not collapse (batc
 uniformity); the mean mu of an example aligns with its label's embedding (CLIP-style), and
 every pixel with a land-cover class is classified against the label table (label). Options:
 `train.label_window` feeds that term unperturbed pixels of many recent examples instead of
-the step's crops (LabelWindow), and `loss.label_linear` adds it for the summary's linear
-map alone.
+the step's crops (LabelWindow), `loss.label_linear` adds it for the summary's linear
+map alone, and `loss.linear_labels_only` lets only that term train the linear map.
 
 Everything random in a step is drawn from (seed, step): the batch (see input_pipeline), the
 context crop, the perturbation and the vMF sample, so a run resumed from a checkpoint ends
@@ -188,6 +188,12 @@ def loss_fn(params, ema_params, inputs, labels, key, config):
     k_perturb, k_vmf = jax.random.split(key)
     table = params["label_table"]
     model_params = {k: v for k, v in params.items() if k != "label_table"}
+    linear = model_params["summarizer"]["precision"]
+    if w.get("linear_labels_only", False):
+        # The summary's linear map learns from `label_linear` alone: every other term sees
+        # it as a constant and trains the deep path, the gates and the decoders.
+        summarizer = {**model_params["summarizer"], "precision": jax.lax.stop_gradient(linear)}
+        model_params = {**model_params, "summarizer": summarizer}
     teacher_params = {k: v for k, v in ema_params.items() if k != "label_table"}
     mu_t, obs_t = model.apply({"params": teacher_params}, inputs, method=model.encode)
     mu_t = jax.lax.stop_gradient(mu_t)
@@ -242,8 +248,7 @@ def loss_fn(params, ema_params, inputs, labels, key, config):
         summary = modules.pixel_summary(label_inputs, config.model)
         if summary is None:
             raise ValueError("loss.label_linear needs a pixel summary (model.harmonics/quantiles)")
-        skip = model_params["summarizer"]["precision"]
-        lin = vmf.l2_normalize(summary @ skip["kernel"] + skip["bias"])
+        lin = vmf.l2_normalize(summary @ linear["kernel"] + linear["bias"])
         ok = has_class if window is not None else has_class & obs_s
         label_linear = losses.categorical_xent(
             logits=lin @ unit_table.T / w.temperature, labels=jnp.where(ok, lc, -1)

@@ -29,6 +29,7 @@ SMALL = [
     "--config.model.decoder_width=16",
     "--config.model.max_frames=4",
     "--config.model.embed_max_frames=6",
+    "--config.model.summary_max_frames=12",  # the summary over more frames than the deep path
     "--config.train.batch_size=4",
     "--config.train.crop_sizes=(8,)",
     "--config.train.crop_weights=(1.0,)",

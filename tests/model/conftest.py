@@ -26,6 +26,7 @@ def _small_config(**train):
     c.model.decoder_width = 16
     c.model.max_frames = 4
     c.model.embed_max_frames = 0  # embed with the training frame count
+    c.model.summary_max_frames = 0  # and summarize those frames
     c.train.batch_size = 4
     c.train.crop_sizes = (8,)
     c.train.crop_weights = (1.0,)

@@ -84,6 +84,44 @@ def test_embed_max_frames_sets_the_frames_taken_at_inference(bundle_dir):
     np.testing.assert_allclose(np.linalg.norm(emb[0, 1:, 1:], axis=-1), 1.0, atol=1e-5)
 
 
+def test_summary_max_frames_summarizes_every_frame(bundle_dir):
+    """The deep path takes max_frames = 4 of _obs's 6 frames; with summary_max_frames = 8
+    the linear summary is over all 6: its per-band mean column is the hand-computed mean of
+    the 6 normalized values, and mu is the model's encode with that summary."""
+    b = load_bundle(str(bundle_dir))
+    obs = _obs(4, 4)
+    period = dict(t_start_ms=1672531200000, t_end_ms=1704067200000)
+    assert "pixel_summary" not in b.prepare(obs, **period)  # 0: the deep path's frames
+    b.config["model"]["summary_max_frames"] = 8
+    assert b.summary_max_frames == 8 and b.max_frames == 4
+    item = b.prepare(obs, **period)
+    assert item["sentinel1/frame_valid"].sum() == 4
+    summary = item["pixel_summary"]
+    c = b.config["model"]
+    width = modules.pixel_summary(features.empty_inputs(1, 4, 4), c).shape[-1]
+    assert summary.shape == (4, 4, width)
+    # harmonic_summary's columns: sources in registry order, per band (1, cos, sin, ...).
+    per_band = 1 + 2 * c["harmonics"]
+    col = 0
+    for s in modules.SOURCES[: modules.SOURCES.index("sentinel1")]:
+        n_t = 1 if examples.num_frames(s, 2) == 1 else per_band
+        col += n_t * len(features.normalizer({})[s][0])
+    s1 = obs.sources["sentinel1"]
+    vv = (s1.values[..., 0] - (-10.0)) / 3.0  # the bundle's stats: VV mean -10, std 3
+    np.testing.assert_allclose(summary[1, 1, col], vv[:, 1, 1].mean(), rtol=1e-5)
+    np.testing.assert_allclose(summary[1:, 1:, col], vv[:, 1:, 1:].mean(0), rtol=1e-4)
+    # The four-frame summary of the deep path's frames differs.
+    assert not np.allclose(
+        b._summary(features.to_model_inputs(b.stack([item]), b._norm, max_frames=4))[0], summary
+    )
+    got = b.embed_batch(b.pad_batch([item], 1))[0]
+    inputs = features.to_model_inputs(b.stack([item]), b._norm, max_frames=4)
+    inputs["pixel_summary"] = summary[None]
+    mu, _ = b._model.apply({"params": b.params}, inputs, method=b._model.encode)
+    np.testing.assert_allclose(got[1:, 1:], np.asarray(mu)[0, 1:, 1:], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got[1:, 1:], axis=-1), 1.0, atol=1e-5)
+
+
 def test_embed_points_matches_one_pixel_windows(bundle_dir):
     from beam_jobs.io import points
 

@@ -236,3 +236,44 @@ def test_label_linear_leaves_the_deep_path_to_the_other_terms(small_config):
     assert all(float(np.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(summ["head"]))
     assert float(np.abs(summ["precision"]["kernel"]).max()) > 0.0
     assert float(np.abs(grads["label_table"]).max()) > 0.0
+
+
+def test_linear_labels_only_trains_the_linear_map_with_label_linear_alone(small_config):
+    """With loss.linear_labels_only the summary's linear map gets exactly label_linear's
+    gradient (none from the other terms), while the deep path still learns from them."""
+    x = features.empty_inputs(2, 4, 4)
+    rng = np.random.default_rng(0)
+    for s in ("cop_dem", "sentinel1"):
+        x[f"{s}/x"][:] = rng.normal(size=x[f"{s}/x"].shape)
+        x[f"{s}/mask"][:] = 1
+        x[f"{s}/band_mask"][:] = 1
+    x["sentinel1/t"][:] = np.arange(4) * 80.0
+    labels = {
+        "target/class_id": np.array([1, 2], np.int64),
+        "target/landcover": rng.integers(0, 3, (2, 4, 4)),
+    }
+
+    def grads(c):
+        state = train.init_state(c, x)
+        return jax.grad(
+            lambda p: train.loss_fn(p, state.ema_params, x, labels, jax.random.key(0), c)[0]
+        )(state.params)["summarizer"]
+
+    c = small_config(drop_prob=0.0)
+    c.loss.linear_labels_only = True
+    c.loss.label_linear = 0.0
+    g = grads(c)
+    assert all(float(np.abs(v).max()) == 0.0 for v in jax.tree_util.tree_leaves(g["precision"]))
+    assert float(np.abs(g["deep_gate"])) > 0.0
+    c.loss.label_linear = 1.0
+    only = small_config(drop_prob=0.0)
+    for term in ("recon", "uniform", "consistency", "align", "label"):
+        only.loss[term] = 0.0
+    only.loss.label_linear = 1.0
+    for a, b in zip(
+        jax.tree_util.tree_leaves(grads(c)["precision"]),
+        jax.tree_util.tree_leaves(grads(only)["precision"]),
+        strict=True,
+    ):
+        assert float(np.abs(b).max()) > 0.0
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

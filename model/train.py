@@ -188,8 +188,8 @@ def loss_fn(params, ema_params, inputs, labels, key, config):
     k_perturb, k_vmf = jax.random.split(key)
     table = params["label_table"]
     model_params = {k: v for k, v in params.items() if k != "label_table"}
-    linear = model_params["summarizer"]["precision"]
-    if w.get("linear_labels_only", False):
+    linear = model_params["summarizer"].get("precision")  # None without a pixel summary
+    if w.get("linear_labels_only", False) and linear is not None:
         # The summary's linear map learns from `label_linear` alone: every other term sees
         # it as a constant and trains the deep path, the gates and the decoders.
         summarizer = {**model_params["summarizer"], "precision": jax.lax.stop_gradient(linear)}

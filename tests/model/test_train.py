@@ -277,3 +277,56 @@ def test_linear_labels_only_trains_the_linear_map_with_label_linear_alone(small_
     ):
         assert float(np.abs(b).max()) > 0.0
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_label_drop_sources_hides_the_source_from_the_label_terms(small_config):
+    """loss.label_drop_sources=cop_dem: the label terms score the inputs as if the DEM were
+    absent (equal to masking it by hand), so the linear map's DEM rows get no label gradient."""
+    x = features.empty_inputs(2, 4, 4)
+    rng = np.random.default_rng(1)
+    for s in ("cop_dem", "sentinel1"):
+        x[f"{s}/x"][:] = rng.normal(size=x[f"{s}/x"].shape)
+        x[f"{s}/mask"][:] = 1
+        x[f"{s}/band_mask"][:] = 1
+    x["sentinel1/t"][:] = np.arange(4) * 80.0
+    labels = {
+        "target/class_id": np.array([1, 2], np.int64),
+        "target/landcover": rng.integers(0, 3, (2, 4, 4)),
+    }
+    c = small_config(drop_prob=0.0)
+    for term in ("recon", "uniform", "consistency", "align", "label"):
+        c.loss[term] = 0.0
+    c.loss.label_linear = 1.0
+    c.loss.linear_labels_only = True
+    c.loss.label_drop_sources = "cop_dem"
+    state = train.init_state(c, x)
+
+    def loss(p, inputs, config):
+        return train.loss_fn(p, state.ema_params, inputs, labels, jax.random.key(0), config)
+
+    no_dem = {k: v.copy() for k, v in x.items()}
+    no_dem["cop_dem/mask"][:] = 0
+    plain = small_config(drop_prob=0.0)
+    plain.loss.label_drop_sources = ""
+    plain.loss.label_linear = 1.0
+    _, m_drop = loss(state.params, x, c)
+    _, m_hand = loss(state.params, no_dem, plain)
+    np.testing.assert_allclose(m_drop["label_linear"], m_hand["label_linear"], rtol=1e-6)
+    _, m_keep = loss(state.params, x, plain)
+    assert abs(float(m_keep["label_linear"]) - float(m_drop["label_linear"])) > 1e-6
+
+    # The summary columns that carry the DEM: those that change with its value.
+    moved = {k: v.copy() for k, v in x.items()}
+    moved["cop_dem/x"] += 1.0
+    s0 = np.asarray(modules.pixel_summary(x, c.model))
+    s1 = np.asarray(modules.pixel_summary(moved, c.model))
+    dem_cols = np.flatnonzero(np.abs(s1 - s0).max(axis=(0, 1, 2)) > 0)
+    assert dem_cols.size > 0
+    g = jax.grad(lambda p: loss(p, x, c)[0])(state.params)["summarizer"]["precision"]["kernel"]
+    g = np.asarray(g)
+    assert np.abs(g[dem_cols]).max() == 0.0
+    assert np.abs(np.delete(g, dem_cols, axis=0)).max() > 0.0
+
+    c.loss.label_drop_sources = "cop_dem,sentinel9"
+    with pytest.raises(ValueError, match="sentinel9"):
+        loss(state.params, x, c)

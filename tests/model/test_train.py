@@ -238,11 +238,10 @@ def test_label_linear_leaves_the_deep_path_to_the_other_terms(small_config):
     assert float(np.abs(grads["label_table"]).max()) > 0.0
 
 
-def test_linear_labels_only_trains_the_linear_map_with_label_linear_alone(small_config):
-    """With loss.linear_labels_only the summary's linear map gets exactly label_linear's
-    gradient (none from the other terms), while the deep path still learns from them."""
+def _dem_and_s1_batch(seed: int):
+    """2 examples of 4 x 4 px with random DEM and 4 Sentinel-1 frames, and pixel labels."""
     x = features.empty_inputs(2, 4, 4)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for s in ("cop_dem", "sentinel1"):
         x[f"{s}/x"][:] = rng.normal(size=x[f"{s}/x"].shape)
         x[f"{s}/mask"][:] = 1
@@ -252,6 +251,13 @@ def test_linear_labels_only_trains_the_linear_map_with_label_linear_alone(small_
         "target/class_id": np.array([1, 2], np.int64),
         "target/landcover": rng.integers(0, 3, (2, 4, 4)),
     }
+    return x, labels
+
+
+def test_linear_labels_only_trains_the_linear_map_with_label_linear_alone(small_config):
+    """With loss.linear_labels_only the summary's linear map gets exactly label_linear's
+    gradient (none from the other terms), while the deep path still learns from them."""
+    x, labels = _dem_and_s1_batch(0)
 
     def grads(c):
         state = train.init_state(c, x)
@@ -282,17 +288,7 @@ def test_linear_labels_only_trains_the_linear_map_with_label_linear_alone(small_
 def test_label_drop_sources_hides_the_source_from_the_label_terms(small_config):
     """loss.label_drop_sources=cop_dem: the label terms score the inputs as if the DEM were
     absent (equal to masking it by hand), so the linear map's DEM rows get no label gradient."""
-    x = features.empty_inputs(2, 4, 4)
-    rng = np.random.default_rng(1)
-    for s in ("cop_dem", "sentinel1"):
-        x[f"{s}/x"][:] = rng.normal(size=x[f"{s}/x"].shape)
-        x[f"{s}/mask"][:] = 1
-        x[f"{s}/band_mask"][:] = 1
-    x["sentinel1/t"][:] = np.arange(4) * 80.0
-    labels = {
-        "target/class_id": np.array([1, 2], np.int64),
-        "target/landcover": rng.integers(0, 3, (2, 4, 4)),
-    }
+    x, labels = _dem_and_s1_batch(1)
     c = small_config(drop_prob=0.0)
     for term in ("recon", "uniform", "consistency", "align", "label"):
         c.loss[term] = 0.0

@@ -803,6 +803,7 @@ def run_probes(
     probes: Sequence[str] = PROBES,
     *,
     max_iter: int = 1000,
+    recall_out: dict | None = None,
 ) -> dict[str, float]:
     """Fit each probe on the train rows, score balanced accuracy on the test rows.
 
@@ -818,6 +819,8 @@ def run_probes(
         test_idx: rows to score on.
         probes: which probes to run.
         max_iter: lbfgs iteration cap.
+        recall_out: if given, filled with {probe: {class id: recall on the test rows}}
+            (balanced accuracy is their mean; a class with no test row is left out).
 
     Returns:
         {probe: balanced accuracy}.
@@ -846,6 +849,10 @@ def run_probes(
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 pred = model.fit(x_train, y_train).predict(x_test)
         out[probe] = float(balanced_accuracy_score(y_test, pred))
+        if recall_out is not None:
+            recall_out[probe] = {
+                int(c): float(np.mean(pred[y_test == c] == c)) for c in np.unique(y_test)
+            }
     return out
 
 
@@ -879,8 +886,12 @@ def probe_feature_sets(
     repeats: int,
     seed: int,
     probes: Sequence[str] = PROBES,
+    recall_out: dict | None = None,
 ) -> dict[str, dict[str, dict[str, list[float]]]]:
     """Run every probe on every feature set over the same class-balanced draws.
+
+    `recall_out`, if given, is filled with {feature set: {budget key: {probe: {class id:
+    recall}}}}, the mean over the draws: which classes a feature set gets wrong.
 
     Returns:
         {feature set: {budget key: {probe: [mean, std]}}} of balanced accuracy (std over
@@ -892,15 +903,27 @@ def probe_feature_sets(
     scores = {
         name: {budget_key(b): {p: [] for p in probes} for b in budgets} for name in feature_sets
     }
+    recalls = {name: {budget_key(b): {p: [] for p in probes} for b in budgets} for name in scores}
     for b in budgets:
         n_draws = 1 if b is None else repeats
         for r in range(n_draws):
             rng = np.random.default_rng([seed, r, 0 if b is None else b])
             train_idx = train_pool[balanced_draw(labels[train_pool], b, rng)]
             for name, feats in feature_sets.items():
-                res = run_probes(feats, labels, train_idx, test_idx, probes)
+                per_class: dict = {}
+                res = run_probes(feats, labels, train_idx, test_idx, probes, recall_out=per_class)
                 for p, v in res.items():
                     scores[name][budget_key(b)][p].append(v)
+                    recalls[name][budget_key(b)][p].append(per_class[p])
+    if recall_out is not None:
+        for name, per_budget in recalls.items():
+            recall_out[name] = {
+                bk: {
+                    p: {c: float(np.mean([d[c] for d in draws])) for c in draws[0]}
+                    for p, draws in per_probe.items()
+                }
+                for bk, per_probe in per_budget.items()
+            }
     return {
         name: {
             bk: {p: [float(np.mean(v)), float(np.std(v))] for p, v in per_probe.items()}
@@ -931,10 +954,22 @@ def error_reduction(acc_embedding: float, acc_baseline: float) -> float | None:
 # ------------------------------------------------------------------------------- evaluate
 
 
-def embed_pixels(embedder: Embedder, dataset: LabelledPixels) -> np.ndarray:
-    """Run an embedder on the data set's observations; rows of its labelled pixels."""
-    h, w = dataset.observations.spatial_shape
-    emb = np.asarray(embedder(dataset.observations), dtype=np.float32)
+def embed_pixels(
+    embedder: Embedder, dataset: LabelledPixels, without: Sequence[str] = ()
+) -> np.ndarray:
+    """Run an embedder on the data set's observations (less the sources `without`); rows of
+    its labelled pixels."""
+    obs = dataset.observations
+    if without:
+        if missing := sorted(set(without) - set(obs.sources)):
+            raise ValueError(
+                f"--embed-without: {missing} not in the data set's sources {sorted(obs.sources)}"
+            )
+        obs = dataclasses.replace(
+            obs, sources={k: v for k, v in obs.sources.items() if k not in without}
+        )
+    h, w = obs.spatial_shape
+    emb = np.asarray(embedder(obs), dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != h * w:
         raise ValueError(
             f"embedder returned shape {emb.shape}; the contract is (H * W, D) = ({h * w}, D) "
@@ -950,6 +985,7 @@ def evaluate(
     repeats: int = 30,
     seed: int = 0,
     probes: Sequence[str] = PROBES,
+    embed_without: Sequence[str] = (),
 ) -> dict:
     """Probe the baselines (and an embedder) on a data set.
 
@@ -960,10 +996,12 @@ def evaluate(
         repeats: draws per numeric budget.
         seed: draw seed.
         probes: which probes.
+        embed_without: sources the embedder does not see (the baselines see every source).
 
     Returns:
         A dict with `dataset`, `features`, `best_baseline` and, with an embedder,
-        `embedding` and `error_reduction`, plus `classes`, counts, settings and timings.
+        `embedding` and `error_reduction`, plus `class_recall` ({feature set: {budget:
+        {probe: {class id: mean recall}}}}), `classes`, counts, settings and timings.
     """
     t0 = time.perf_counter()
     feature_sets = baseline_features(
@@ -973,11 +1011,12 @@ def evaluate(
     timings = {"baseline_features_s": time.perf_counter() - t0}
     if embedder is not None:
         t1 = time.perf_counter()
-        feature_sets["embedding"] = embed_pixels(embedder, dataset)
+        feature_sets["embedding"] = embed_pixels(embedder, dataset, embed_without)
         timings["embed_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
+    recall: dict = {}
     scores = probe_feature_sets(
-        feature_sets, dataset.labels, dataset.is_test, budgets, repeats, seed, probes
+        feature_sets, dataset.labels, dataset.is_test, budgets, repeats, seed, probes, recall
     )
     timings["probes_s"] = time.perf_counter() - t2
     baselines = {k: v for k, v in scores.items() if k != "embedding"}
@@ -1006,8 +1045,16 @@ def evaluate(
         "seed": seed,
         "probes": list(probes),
         "info": dataset.info,
+        "class_recall": {
+            name: {
+                bk: {p: {str(c): r for c, r in pc.items()} for p, pc in e.items()}
+                for bk, e in v.items()
+            }
+            for name, v in recall.items()
+        },
     }
     if embedder is not None:
+        results["embed_without"] = list(embed_without)
         results["embedding"] = scores["embedding"]
         results["error_reduction"] = {
             bk: error_reduction(
@@ -1064,7 +1111,34 @@ def results_markdown(results: Mapping) -> str:
                 f"Error reduction vs best baseline: {'n/a' if er is None else f'{er:.1%}'}"
             )
         lines.append("")
+    lines += _recall_markdown(results, classes)
     return "\n".join(lines)
+
+
+def _recall_markdown(results: Mapping, classes: Mapping[str, str]) -> list[str]:
+    """The recall per class of the best baseline and of the embedding (each with its best
+    probe) at every budget: where the balanced accuracy is lost."""
+    recall = results.get("class_recall") or {}
+    if "embedding" not in results or "embedding" not in recall:
+        return []
+    budgets = list(results["best_baseline"])
+    cols = []
+    for bk in budgets:
+        best = results["best_baseline"][bk]
+        probe = best_probe(results["embedding"][bk])[0]
+        cols.append((recall[best["name"]][bk][best["probe"]], recall["embedding"][bk][probe]))
+    lines = [
+        "## Recall per class",
+        "",
+        "Best baseline / embedding, each with its best probe, mean over the draws.",
+        "",
+        "| class | " + " | ".join(budgets) + " |",
+        "|---" * (len(budgets) + 1) + "|",
+    ]
+    for c, name in classes.items():
+        cells = [" / ".join("-" if c not in r else f"{r[c]:.3f}" for r in pair) for pair in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def plot_results(results: Mapping, path: str | Path) -> None:
@@ -1178,6 +1252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim-size-km", type=float, default=SIM_SIZE_KM, help="sim region side")
     p.add_argument("--sim-year", type=int, default=SIM_YEAR, help="sim year")
     p.add_argument("--probes", default=",".join(PROBES), help="subset of knn1,knn3,logreg")
+    p.add_argument(
+        "--embed-without",
+        default="",
+        help="comma-separated sources the embedder does not see, e.g. cop_dem",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -1218,7 +1297,10 @@ def run(argv: list[str] | None = None) -> int:
         int((~dataset.is_test).sum()),
         int(dataset.is_test.sum()),
     )
-    results = evaluate(dataset, embedder, budgets, args.repeats, args.seed, probes)
+    without = [s.strip() for s in args.embed_without.split(",") if s.strip()]
+    if without and embedder is None:
+        raise SystemExit("--embed-without needs --embedder")
+    results = evaluate(dataset, embedder, budgets, args.repeats, args.seed, probes, without)
     from benchmarks.speed import machine_description
 
     results["embedder"] = args.embedder

@@ -102,6 +102,19 @@ def test_probes_standardize_on_train_and_impute_nan():
     assert res == {"knn1": 1.0, "knn3": 1.0, "logreg": 1.0}
 
 
+def test_run_probes_recall_per_class_hand_computed():
+    # 1-NN on one feature: train 0 -> class 0, 10 -> class 1. Test class 0 at 1, 2, 9 (the
+    # last nearer class 1): recall 2/3; class 1 at 8, 11: recall 1. Balanced: (2/3 + 1) / 2.
+    feats = np.array([[0.0], [10.0], [1.0], [2.0], [9.0], [8.0], [11.0]])
+    labels = np.array([0, 1, 0, 0, 0, 1, 1])
+    recall: dict = {}
+    res = quality.run_probes(
+        feats, labels, np.array([0, 1]), np.arange(2, 7), ("knn1",), recall_out=recall
+    )
+    assert recall == {"knn1": {0: pytest.approx(2 / 3), 1: 1.0}}
+    assert res["knn1"] == pytest.approx(np.mean(list(recall["knn1"].values())))
+
+
 def test_knn3_breaks_ties_by_the_nearest_neighbour():
     # One sample per class: the 3 neighbours are 3 classes; the nearest decides, as for k=1.
     feats = np.array([[0.0], [1.0], [2.0], [1.9], [0.1]])
@@ -319,6 +332,47 @@ def test_evaluate_results_keys_and_shapes(toy_results, tmp_path):
     md = paths["md"].read_text()
     assert "## Budget 10 per class" in md and "| median_composite |" in md
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_class_recall_and_its_table(toy_results):
+    ds, res = toy_results
+    rec = res["class_recall"]
+    assert set(rec) == {*quality.BASELINES, "embedding"}
+    for name, per_budget in rec.items():
+        for bk, per_probe in per_budget.items():
+            for p, per_class in per_probe.items():
+                assert set(per_class) == {"1", "2", "3"}
+                # balanced accuracy is the mean recall, draw by draw and so on average
+                assert np.mean(list(per_class.values())) == pytest.approx(
+                    (res["embedding"] if name == "embedding" else res["features"][name])[bk][p][0]
+                )
+    md = quality.results_markdown(res)
+    assert "## Recall per class" in md
+    # Each cell: the best baseline's recall (the stripes separate perfectly in S2
+    # reflectance: 1.000) / the embedding's with its best probe.
+    for c, name in res["classes"].items():
+        cells = [
+            f"1.000 / {rec['embedding'][bk][quality.best_probe(res['embedding'][bk])[0]][c]:.3f}"
+            for bk in ("1", "10", "max")
+        ]
+        assert f"| {name} | " + " | ".join(cells) + " |" in md
+
+
+def test_embed_pixels_without_a_source():
+    ds = _toy_dataset(16, 16)
+    seen = []
+
+    def spy(obs):
+        seen.append(sorted(obs.sources))
+        return _index_embedder(obs)
+
+    quality.embed_pixels(spy, ds, ["cop_dem"])
+    assert seen == [["sentinel2_l2a"]]
+    assert sorted(ds.observations.sources) == ["cop_dem", "sentinel2_l2a"]  # not modified
+    with pytest.raises(ValueError, match="sentinel1"):
+        quality.embed_pixels(spy, ds, ["sentinel1"])
+    res = quality.evaluate(ds, spy, (2,), repeats=1, probes=("knn1",), embed_without=["cop_dem"])
+    assert res["embed_without"] == ["cop_dem"]
 
 
 def test_evaluate_without_embedder_has_no_embedding_keys():

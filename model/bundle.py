@@ -113,6 +113,24 @@ class Bundle:
         m = self.config["model"]
         return max(int(m.get("summary_max_frames") or 0), self.max_frames)
 
+    @property
+    def embed_without(self) -> tuple[str, ...]:
+        """Sources the bundle leaves out when it embeds (`model.embed_without`, comma-separated;
+        empty: none), as if they had not been observed. The shipped tiny bundle leaves out
+        the DEM: its label-trained read-out ties classes to the elevations they had in the two
+        pretraining regions (benchmarks/RESULTS.md, quality_model).
+        """
+        from model import modules
+
+        raw = self.config["model"].get("embed_without") or ""
+        out = tuple(s.strip() for s in str(raw).split(",") if s.strip())
+        if unknown := sorted(set(out) - set(modules.SOURCES)):
+            raise ValueError(
+                f"bundle config model.embed_without: unknown sources {unknown}; "
+                f"known: {list(modules.SOURCES)}"
+            )
+        return out
+
     # ----------------------------------------------------------------------- inputs
 
     def prepare(
@@ -122,6 +140,10 @@ class Bundle:
         h, w = obs.spatial_shape
         if h != w:
             raise ValueError(f"prepare needs a square window; got {h} x {w} px (use embed)")
+        if drop := self.embed_without:
+            obs = dataclasses.replace(
+                obs, sources={k: v for k, v in obs.sources.items() if k not in drop}
+            )
         feats = examples.example_features(
             obs,
             t_start_ms=int(t_start_ms),

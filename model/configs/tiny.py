@@ -46,6 +46,11 @@ def get_config() -> ml_collections.ConfigDict:
     # clear frame of the year (up to 96) while the attention paths take embed_max_frames:
     # the shipped weights score 0.959 vs 0.952 with 24 (sim:101:tropical, 10 labels, 30 draws).
     m.summary_max_frames = 96
+    # Comma-separated sources a bundle leaves out when it embeds (training reads them all).
+    # The shipped bundle sets "cop_dem" (scripts/pretrain.sh): with the DEM its label-trained
+    # read-out maps a wetland on higher ground to forest; without it, 0.974 vs 0.965 at 10
+    # labels on sim:101:tropical (benchmarks/RESULTS.md, quality_model).
+    m.embed_without = ""
     m.dtype = "float32"
     # Harmonics of the year in the per-pixel summary that reaches mu linearly (0: none).
     # Without it the deep path alone lost most of the inputs' information in CPU-length

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -120,6 +121,45 @@ def test_summary_max_frames_summarizes_every_frame(bundle_dir):
     mu, _ = b._model.apply({"params": b.params}, inputs, method=b._model.encode)
     np.testing.assert_allclose(got[1:, 1:], np.asarray(mu)[0, 1:, 1:], atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(got[1:, 1:], axis=-1), 1.0, atol=1e-5)
+
+
+def test_embed_without_leaves_the_source_out(bundle_dir):
+    """model.embed_without=cop_dem: a window with a DEM embeds exactly as the same window
+    without it (windows and points alike), and differently from the DEM-reading bundle."""
+    b = load_bundle(str(bundle_dir))
+    obs = _obs(4, 4)
+    dem = np.stack([np.linspace(0, 900, 16).reshape(4, 4), np.full((4, 4), 5.0)], -1)
+    with_dem = dataclasses.replace(
+        obs,
+        sources={
+            **obs.sources,
+            "cop_dem": SourceFrames(
+                "cop_dem",
+                values=dem[None].astype(np.float32),
+                valid=np.ones((1, 4, 4), bool),
+                times_ms=np.array([0], np.int64),
+                band_names=("elevation", "slope"),
+            ),
+        },
+    )
+    period = (1672531200000, 1704067200000)
+    assert b.embed_without == ()
+    reads = b.embed(with_dem, *period)
+    plain = b.embed(obs, *period)
+    assert not np.allclose(reads[1:], plain[1:], atol=1e-4)  # the DEM moves mu
+    b.config["model"]["embed_without"] = "cop_dem"
+    assert b.embed_without == ("cop_dem",)
+    np.testing.assert_array_equal(b.embed(with_dem, *period), plain)
+    from beam_jobs.io import points
+
+    np.testing.assert_allclose(
+        b.embed(points.window_to_points(with_dem), *period),
+        b.embed(points.window_to_points(obs), *period),
+        atol=1e-6,
+    )
+    b.config["model"]["embed_without"] = "cop_dem,landsat9"
+    with pytest.raises(ValueError, match="landsat9"):
+        b.embed(obs, *period)
 
 
 def test_embed_points_matches_one_pixel_windows(bundle_dir):

@@ -5,8 +5,8 @@
 The shipped model/weights/tiny is this config, seed 0, on the data of scripts/pretrain.sh
 (`make pretrain`), with data_weights (0.4, 0.4, 0.1, 0.1) over its four directories and
 train.label_window 32, loss.label 0, loss.label_linear 1, loss.linear_labels_only True
-(tiny-32f5a490e017: 0.965 vs 0.952 at 10 labels on sim:101:tropical; the tests keep the
-defaults below).
+and model.embed_without "cop_dem" (tiny-e554d1efcdb0: 0.974 vs 0.952 at 10 labels on
+sim:101:tropical); the tests keep the defaults below.
 The sim:101:tropical figures in the comments below compare settings on the region cached
 before the simulator's first commit; the fresh region scores lower (benchmarks/RESULTS.md,
 quality_model).

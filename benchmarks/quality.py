@@ -965,9 +965,7 @@ def embed_pixels(
             raise ValueError(
                 f"--embed-without: {missing} not in the data set's sources {sorted(obs.sources)}"
             )
-        obs = dataclasses.replace(
-            obs, sources={k: v for k, v in obs.sources.items() if k not in without}
-        )
+        obs = obs.without(without)
     h, w = obs.spatial_shape
     emb = np.asarray(embedder(obs), dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != h * w:

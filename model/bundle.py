@@ -81,6 +81,7 @@ class Bundle:
 
         self._encode = jax.jit(encode)
         self._summary = jax.jit(lambda inputs: modules.pixel_summary(inputs, cfg.model))
+        _ = self.embed_without  # a bad model.embed_without fails at load, not at the first chip
 
     @property
     def version(self) -> str:
@@ -141,9 +142,7 @@ class Bundle:
         if h != w:
             raise ValueError(f"prepare needs a square window; got {h} x {w} px (use embed)")
         if drop := self.embed_without:
-            obs = dataclasses.replace(
-                obs, sources={k: v for k, v in obs.sources.items() if k not in drop}
-            )
+            obs = obs.without(drop)
         feats = examples.example_features(
             obs,
             t_start_ms=int(t_start_ms),

@@ -229,18 +229,20 @@ def loss_fn(params, ema_params, inputs, labels, key, config):
     lc = jnp.asarray(labels["target/landcover"]).astype(jnp.int32)
     label_inputs, mu_l, obs_l = student_inputs, mu_s, obs_s
     window = labels.get("window")
-    drop = [s for s in w.get("label_drop_sources", "").split(",") if s]
-    if drop:  # `loss.label_drop_sources`: the label terms see these sources absent
-        label_inputs = _drop_sources(label_inputs, drop)
-        if window is None and w.get("label", 0.0):
-            mu_l, obs_l = model.apply({"params": model_params}, label_inputs, method=model.encode)
     if window is not None:
-        label_inputs = _drop_sources(window["inputs"], drop)
+        label_inputs = window["inputs"]
         lc = jnp.asarray(window["landcover"]).astype(jnp.int32)
         obs_l = jnp.ones(lc.shape, bool)
-        if w.get("label", 0.0):
+    # `loss.label_drop_sources`: the label terms see these sources absent.
+    drop = [s.strip() for s in w.get("label_drop_sources", "").split(",") if s.strip()]
+    if drop:
+        label_inputs = _drop_sources(label_inputs, drop)
+    if w.get("label", 0.0):
+        if window is not None:
             strips = modules.create_model(_without_context(config))
             mu_l, obs_l = strips.apply({"params": model_params}, label_inputs, method=strips.encode)
+        elif drop:
+            mu_l, obs_l = model.apply({"params": model_params}, label_inputs, method=model.encode)
     has_class = (lc >= 0) & (lc < table.shape[0])
     unit_table = vmf.l2_normalize(table)
     label = jnp.zeros(())

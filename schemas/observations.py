@@ -12,6 +12,7 @@ registry lists them. Static sources have one frame at `STATIC_TIME_MS`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -157,4 +158,11 @@ class Observations:
     def select_time(self, start_ms: int, end_ms: int) -> Observations:
         return dataclasses.replace(
             self, sources={k: v.select_time(start_ms, end_ms) for k, v in self.sources.items()}
+        )
+
+    def without(self, sources: Iterable[str]) -> Observations:
+        """The same observations less the given sources (absent ones are ignored)."""
+        drop = set(sources)
+        return dataclasses.replace(
+            self, sources={k: v for k, v in self.sources.items() if k not in drop}
         )

@@ -323,6 +323,21 @@ def test_label_drop_sources_hides_the_source_from_the_label_terms(small_config):
     assert np.abs(g[dem_cols]).max() == 0.0
     assert np.abs(np.delete(g, dem_cols, axis=0)).max() > 0.0
 
+    # The per-pixel label term on mu, on the step's crops and on a label window alike.
+    for window in (None, {"inputs": x, "landcover": labels["target/landcover"]}):
+        for cfg in (c, plain):
+            cfg.loss.label = 1.0
+            cfg.train.label_window = 0 if window is None else 2
+        both = dict(labels, window=window) if window is not None else labels
+        hand = dict(labels, window=dict(window, inputs=no_dem)) if window is not None else labels
+        _, m_drop = train.loss_fn(state.params, state.ema_params, x, both, jax.random.key(0), c)
+        _, m_hand = train.loss_fn(
+            state.params, state.ema_params, no_dem, hand, jax.random.key(0), plain
+        )
+        _, m_keep = train.loss_fn(state.params, state.ema_params, x, both, jax.random.key(0), plain)
+        np.testing.assert_allclose(m_drop["label"], m_hand["label"], rtol=1e-5)
+        assert abs(float(m_keep["label"]) - float(m_drop["label"])) > 1e-6
+
     c.loss.label_drop_sources = "cop_dem,sentinel9"
     with pytest.raises(ValueError, match="sentinel9"):
         loss(state.params, x, c)

@@ -65,3 +65,14 @@ def test_static_source_select_time_keeps_frame():
     assert sub["cop_dem"].num_frames == 1 and sub["sentinel1"].num_frames == 1
     with pytest.raises(KeyError, match="landsat"):
         obs["landsat_c2l2"]
+
+
+def test_without_drops_sources_and_keeps_the_rest():
+    dem = SourceFrames("cop_dem", np.zeros((1, 2, 2, 2)), np.ones((1, 2, 2), bool), [0])
+    s1 = _frames()
+    obs = Observations({"cop_dem": dem, "sentinel1": s1}, errors=["x: y"])
+    sub = obs.without(["cop_dem", "landsat_c2l2"])  # an absent source is ignored
+    assert list(sub.sources) == ["sentinel1"] and sub["sentinel1"] is s1
+    assert sub.errors == ["x: y"]
+    assert list(obs.sources) == ["cop_dem", "sentinel1"]  # the original is untouched
+    assert list(obs.without([]).sources) == ["cop_dem", "sentinel1"]

@@ -51,7 +51,9 @@ setuptools.setup(
     version="0.1.0",
     description="Open AlphaEarth-style embedding fields: simulate, build, train, embed, map.",
     python_requires=">=3.11,<3.13",
-    packages=setuptools.find_packages(include=["beam_jobs*", "model*", "schemas*", "benchmarks*"]),
+    packages=setuptools.find_packages(
+        include=["schemas*", "simulation*", "beam_jobs*", "model*", "evaluation*", "benchmarks*"]
+    ),
     package_data={"model": ["weights/*/*", "weights/*/*/*"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,

@@ -118,10 +118,6 @@ MANIFEST_FILE = "manifest.json"
 DEADLETTER_FILE = "deadletter.jsonl"
 COLLECTION_FILE = "collection.json"
 DONE_SUFFIX = ".done.json"
-# Cloud-masked optical sources: their acquisitions define the clear fraction.
-OPTICAL_SOURCES = tuple(
-    s for s in embedding.OBS_SOURCES if sensors.get_sensor(s).mask.kind != "nodata"
-)
 # Confidence = 1 - exp(-valid observations / this): observation support (a month of clear
 # observations ~ 0.63), since bundles expose no per-pixel concentration yet.
 CONFIDENCE_OBS_SCALE = 12.0
@@ -342,7 +338,7 @@ def chip_quality(
             continue
         sf = sf.select_time(t_start_ms, t_end_ms).crop(rows, cols)
         counts[source] = sf.valid.sum(axis=0).astype(np.float64)
-        if source in OPTICAL_SOURCES:
+        if source in sensors.OPTICAL_SOURCES:  # their acquisitions define the clear fraction
             clear += counts[source]
             observed += np.isfinite(sf.values).any(axis=-1).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -52,14 +52,14 @@ import apache_beam as beam
 import pystac
 from apache_beam.metrics import Metrics
 
+import simulation as sim
 from beam_jobs import runner
-from beam_jobs import simulation as sim
 from beam_jobs.io.cog import write_cog
-from beam_jobs.simulation import labels as sim_labels
-from beam_jobs.simulation import render
-from beam_jobs.simulation.world import DEFAULT_TILE_SIZE, SimRegion
 from schemas import files, sensors
 from schemas.grid import GridWindow, Tile
+from simulation import labels as sim_labels
+from simulation import render
+from simulation.world import DEFAULT_TILE_SIZE, SimRegion
 
 LOG = logging.getLogger(__name__)
 

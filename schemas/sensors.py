@@ -291,6 +291,8 @@ SENSORS: Mapping[str, Sensor] = {
     s.id: s for s in (SENTINEL2_L2A, SENTINEL1, LANDSAT_C2L2, COP_DEM, ERA5_LAND)
 }
 SOURCE_IDS: tuple[str, ...] = tuple(SENSORS)
+# Cloud-masked optical sources (a quality layer, not only nodata), in registry order.
+OPTICAL_SOURCES: tuple[str, ...] = tuple(s.id for s in SENSORS.values() if s.mask.kind != "nodata")
 
 # A static source's single frame carries this timestamp (ms); its Sensor.is_static says so.
 STATIC_TIME_MS = 0

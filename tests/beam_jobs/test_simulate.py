@@ -12,11 +12,11 @@ import pytest
 import rasterio
 from apache_beam.metrics.metric import MetricsFilter
 
+import simulation as sim
 from beam_jobs import runner, simulate
-from beam_jobs import simulation as sim
 from beam_jobs.io.cog import validate_cog
-from beam_jobs.simulation import render
 from schemas import sensors
+from simulation import render
 
 ARGS = ["--size-km", "1.28", "--years", "2023", "--cloud-cover", "0.3", "--seed", "7"]
 

@@ -16,9 +16,9 @@ import shapely
 import shapely.geometry
 import shapely.ops
 
-from beam_jobs.simulation import classes as C
-from beam_jobs.simulation import world as W
 from schemas.grid import utm_to_lonlat
+from simulation import classes as C
+from simulation import world as W
 
 POINT_COLUMNS = ("point_id", "class_id", "class_name", "year", "epsg", "x", "y", "geometry")
 CHANGE_COLUMNS = (

@@ -17,13 +17,12 @@ import functools
 import numpy as np
 import prosail
 
-from beam_jobs.simulation import classes as C
 from schemas import sensors
+from simulation import classes as C
 
 WAVELENGTHS = np.arange(400, 2501, dtype=np.float64)  # nm; PROSAIL's 1 nm grid
 LAI_GRID = np.linspace(0.0, 8.0, 33)  # LUT nodes, 0.25 apart
 LAI_STEP = float(LAI_GRID[1] - LAI_GRID[0])
-OPTICAL_SOURCES = ("sentinel2_l2a", "landsat_c2l2")
 
 # Sun and view geometry of the LUT: a mid-latitude morning overpass seen near nadir.
 _TTS, _TTO, _PSI = 35.0, 5.0, 90.0
@@ -31,7 +30,7 @@ _TTS, _TTO, _PSI = 35.0, 5.0, 90.0
 
 def _columns() -> dict[str, slice]:
     out, start = {}, 0
-    for sid in OPTICAL_SOURCES:
+    for sid in sensors.OPTICAL_SOURCES:
         n = len(sensors.get_sensor(sid).stored_bands)
         out[sid] = slice(start, start + n)
         start += n
@@ -56,7 +55,7 @@ def band_response(center_nm: float, fwhm_nm: float) -> np.ndarray:
 def response_matrix() -> np.ndarray:
     """(2101, NUM_COLUMNS): the responses of every optical column (S2 then Landsat bands)."""
     cols = []
-    for sid in OPTICAL_SOURCES:
+    for sid in sensors.OPTICAL_SOURCES:
         for band in sensors.get_sensor(sid).stored_bands:
             cols.append(band_response(band.center_nm, band.fwhm_nm))
     return np.stack(cols, axis=1)

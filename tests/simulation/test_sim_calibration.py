@@ -14,8 +14,8 @@ import json
 import numpy as np
 import pytest
 
-from beam_jobs import simulation as sim
-from beam_jobs.simulation import classes as C
+import simulation as sim
+from simulation import classes as C
 
 PERCENTILES = (5, 50, 95)
 REFL_ABS_TOL = 0.05  # a reflectance percentile may differ by 0.05 ...

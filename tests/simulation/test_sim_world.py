@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from beam_jobs import simulation as sim
-from beam_jobs.simulation import classes as C
-from beam_jobs.simulation import labels
-from beam_jobs.simulation import world as W
+import simulation as sim
 from schemas.grid import GridWindow
+from simulation import classes as C
+from simulation import labels
+from simulation import world as W
 
 YEARS = (2023, 2024)
 

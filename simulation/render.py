@@ -25,16 +25,15 @@ import numpy as np
 from affine import Affine
 from scipy import ndimage
 
-from beam_jobs.simulation import classes as C
-from beam_jobs.simulation import spectra
-from beam_jobs.simulation import world as W
 from schemas import sensors
 from schemas.grid import GridWindow, Tile, lonlat_to_utm, utm_epsg, utm_to_lonlat
+from simulation import classes as C
+from simulation import spectra
+from simulation import world as W
 
 MS_PER_HOUR = 3_600_000
-S2_REVISIT_DAYS = 5
-LANDSAT_REVISIT_DAYS = 8
-S1_SLOT_DAYS = 6
+# Revisit intervals come from the registry (Sensor.revisit_days).
+S1_SLOT_DAYS = int(sensors.SENTINEL1.revisit_days)
 S1_MISS_PROB = 0.25
 S2_LOCAL_HOUR = 10.5
 LANDSAT_LOCAL_HOUR = 10.17
@@ -123,7 +122,7 @@ def acquisition_times(region: W.SimRegion, source_id: str) -> list[int]:
     ndays = (end - start) // W.MS_PER_DAY
     out: list[int] = []
     if source_id in ("sentinel2_l2a", "landsat_c2l2"):
-        step = S2_REVISIT_DAYS if source_id == "sentinel2_l2a" else LANDSAT_REVISIT_DAYS
+        step = int(sensors.get_sensor(source_id).revisit_days)
         hour = S2_LOCAL_HOUR if source_id == "sentinel2_l2a" else LANDSAT_LOCAL_HOUR
         phase = W.stable_seed(region.seed, source_id, "phase") % step
         for d in range(phase, ndays, step):

@@ -7,13 +7,13 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from beam_jobs import simulation as sim
-from beam_jobs.simulation import classes as C
-from beam_jobs.simulation import render as R
-from beam_jobs.simulation import spectra
-from beam_jobs.simulation import world as W
+import simulation as sim
 from schemas import sensors
 from schemas.grid import Tile
+from simulation import classes as C
+from simulation import render as R
+from simulation import spectra
+from simulation import world as W
 
 
 @pytest.fixture(scope="module")

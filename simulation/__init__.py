@@ -31,10 +31,12 @@ from pathlib import Path
 
 import shapely
 
-from beam_jobs.simulation import classes
-from beam_jobs.simulation.classes import EVENT_TYPES, get_biome
-from beam_jobs.simulation.render import acquisition_times, clear_sky_truth
-from beam_jobs.simulation.world import (
+from schemas import sensors
+from schemas.grid import parse_bbox, split_by_zone, window_for_geometry
+from simulation import classes
+from simulation.classes import EVENT_TYPES, get_biome
+from simulation.render import acquisition_times, clear_sky_truth
+from simulation.world import (
     DEFAULT_SIZE_KM,
     DEFAULT_TILE_SIZE,
     SimRegion,
@@ -44,8 +46,6 @@ from beam_jobs.simulation.world import (
     landcover,
     window_lonlat_bounds,
 )
-from schemas import sensors
-from schemas.grid import parse_bbox, split_by_zone, window_for_geometry
 
 PARAMS_FILE = "sim_params.json"
 REGIONS = ("demo",)
@@ -163,5 +163,5 @@ def load_region(catalog_dir: str | Path) -> SimRegion:
     return SimRegion.from_params(doc["region"])
 
 
-# Keep the submodule importable as beam_jobs.simulation.classes.
+# Keep the submodule importable as simulation.classes.
 _ = classes

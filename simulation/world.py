@@ -27,8 +27,8 @@ import math
 import numpy as np
 import opensimplex
 
-from beam_jobs.simulation import classes as C
 from schemas.grid import PIXEL_SIZE_M, GridWindow, Tile, utm_to_lonlat, zone_of_epsg
+from simulation import classes as C
 
 PARCEL_SIZE_M = 240.0
 # Coarse rasters (20 m, 30 m) nest in the 10 m grid when windows start on multiples of 60 m.

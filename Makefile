@@ -1,6 +1,6 @@
 # earthembed: every target creates .venv on first use, so each is the only command a fresh
-# machine needs. `make demo` runs the main job on the built-in demo region; `make test` runs
-# ruff and the whole test suite (what .ci/run calls).
+# machine needs. `make demo` simulates the built-in demo region, embeds it (the main job) and
+# shows the result; `make test` runs ruff and the whole test suite (what .ci/run calls).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -21,9 +21,14 @@ $(STAMP): setup.py constraints.txt
 
 venv: $(STAMP)
 
+# The demo: simulate the demo region (two years), embed 2023 with the shipped model
+# (model/weights/tiny), then read the tiles back and draw them (scripts/demo.py).
 demo: $(STAMP)
 	$(BIN)/earthembed simulate --out $(DEMO_OUT)/sim --region demo --years 2023,2024 --seed 0
-	@echo "demo: simulated catalog at $(DEMO_OUT)/sim/catalog.json"
+	$(BIN)/python scripts/demo.py aoi $(DEMO_OUT)/sim $(DEMO_OUT)/aoi.geojson
+	$(BIN)/earthembed embed --stac $(DEMO_OUT)/sim/catalog.json --aoi $(DEMO_OUT)/aoi.geojson \
+	  --year 2023 --tile-size 256 --out $(DEMO_OUT)/emb
+	$(BIN)/python scripts/demo.py show $(DEMO_OUT)/emb $(DEMO_OUT)/sim 2023 $(DEMO_OUT)/demo.png
 
 test: $(STAMP)
 	$(BIN)/ruff check .

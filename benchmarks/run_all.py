@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from benchmarks import quality, speed, storage
+from benchmarks import speed, storage
+from evaluation import evaluate as quality
 
 log = logging.getLogger(__name__)
 

@@ -142,7 +142,7 @@ def synthetic_window_observations(size: int = 64, seed: int = 0):
 
 def bench_designed_features(runs: int = 5) -> Timing:
     """The `designed` baseline over a 64 x 64 window with every source (pixels/s)."""
-    from benchmarks.quality import designed_features
+    from evaluation.evaluate import designed_features
 
     obs = synthetic_window_observations(64)
     return time_callable(
@@ -152,7 +152,7 @@ def bench_designed_features(runs: int = 5) -> Timing:
 
 def bench_probes(runs: int = 5) -> Timing:
     """All three probes at 10 per class: 8 classes, 64-d features, 4000 test samples."""
-    from benchmarks.quality import run_probes
+    from evaluation.evaluate import run_probes
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(8), 510)

@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str] | None = None) -> int:
-    from benchmarks import quality
+    from evaluation import evaluate as quality
     from model import bundle as bundle_lib
 
     a = build_parser().parse_args(argv)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks import quality
+from evaluation import evaluate as quality
 from schemas.grid import GridWindow
 from schemas.observations import Observations, SourceFrames
 

@@ -19,7 +19,10 @@ JOBS: dict[str, tuple[str, str]] = {
         "beam_jobs.inspect_tfrecords",
         "counts, ranges and a PNG strip of TFRecords",
     ),
-    "evaluate": ("benchmarks.quality", "few-shot probes: embeddings vs designed-feature baselines"),
+    "evaluate": (
+        "evaluation.evaluate",
+        "few-shot probes: embeddings vs designed-feature baselines",
+    ),
     "train": ("model.main", "train the Flax embedding model"),
     "export": ("model.export", "export a trained workdir as a model bundle"),
     "embed": ("beam_jobs.embed", "AOI + year -> int8 COG + GeoParquet + STAC embedding tiles"),

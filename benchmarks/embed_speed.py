@@ -202,7 +202,7 @@ def run(argv: list[str] | None = None) -> int:
     import datetime as dt
 
     from beam_jobs import embed, inference
-    from benchmarks.speed import machine_description
+    from evaluation.report import machine_description
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "python -m benchmarks.embed_speed " + " ".join(argv)

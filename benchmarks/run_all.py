@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from benchmarks import quality, speed, storage
+from benchmarks import speed, storage
+from evaluation import evaluate, report
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ HEADER = """# Benchmark results
 
 Regenerate with `make bench` (`python -m benchmarks.run_all`). Each section below is
 rewritten by benchmarks/run_all.py and carries the command, date and machine of its figures.
-Quality protocol: benchmarks/quality.py (module docstring); balanced accuracy on spatially
+Quality protocol: evaluation/__init__.py (module docstring); balanced accuracy on spatially
 held-out pixels, mean ± std over class-balanced draws (`max`: the whole train pool, once).
 """
 
@@ -121,7 +122,7 @@ def quality_markdown(results: Mapping, title: str) -> str:
         rows["embedding"] = results["embedding"]
     for name, entry in rows.items():
         for probe in entry[budgets[0]]:
-            cells = [quality._fmt(entry[b][probe]) for b in budgets]
+            cells = [report._fmt(entry[b][probe]) for b in budgets]
             lines.append(f"| {name} | {probe} | " + " | ".join(cells) + " |")
     best = ", ".join(
         f"{b}: {v['name']} / {v.get('probe', '')} {v['balanced_accuracy']:.3f}"
@@ -149,7 +150,7 @@ def _quality(dataset: str, subdir: str, title: str) -> Callable[[argparse.Namesp
             opts.reuse and path.exists() and json.loads(path.read_text()).get("command") == command
         ):
             try:
-                quality.run(argv)
+                evaluate.run(argv)
             except ModuleNotFoundError as e:
                 raise Pending(f"`{command}` needs {e.name}, which has not landed yet") from None
         return quality_markdown(json.loads(path.read_text()), title)
@@ -166,7 +167,7 @@ def _speed(opts: argparse.Namespace) -> str:
             f"Command: `python -m benchmarks.speed --runs {opts.speed_runs}` (median of the runs "
             "after one warm-up call)",
             "",
-            f"Date {dt.date.today().isoformat()}; machine: {speed.machine_description()}.",
+            f"Date {dt.date.today().isoformat()}; machine: {report.machine_description()}.",
             "",
             speed.timings_markdown(timings),
         ]
@@ -187,7 +188,7 @@ def _storage(opts: argparse.Namespace) -> str:
             "",
             f"Command: `python -m benchmarks.storage {opts.storage_dir}`",
             "",
-            f"Date {dt.date.today().isoformat()}; machine: {speed.machine_description()}.",
+            f"Date {dt.date.today().isoformat()}; machine: {report.machine_description()}.",
             "",
             storage.figures_markdown(figures),
         ]

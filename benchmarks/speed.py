@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import os
-import platform
 import statistics
 import sys
 import time
@@ -94,22 +92,6 @@ def time_callable(
     )
 
 
-def machine_description() -> str:
-    """'2 cores, AMD EPYC, Linux x86_64, Python 3.11.9': where a figure was measured."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
-    parts = [f"{cores} cores", cpu, f"{platform.system()} {platform.machine()}"]
-    parts.append(f"Python {platform.python_version()}")
-    return ", ".join(p for p in parts if p)
-
-
 # ---------------------------------------------------------------------------------- registered
 
 
@@ -142,7 +124,7 @@ def synthetic_window_observations(size: int = 64, seed: int = 0):
 
 def bench_designed_features(runs: int = 5) -> Timing:
     """The `designed` baseline over a 64 x 64 window with every source (pixels/s)."""
-    from benchmarks.quality import designed_features
+    from evaluation.baselines import designed_features
 
     obs = synthetic_window_observations(64)
     return time_callable(
@@ -152,7 +134,7 @@ def bench_designed_features(runs: int = 5) -> Timing:
 
 def bench_probes(runs: int = 5) -> Timing:
     """All three probes at 10 per class: 8 classes, 64-d features, 4000 test samples."""
-    from benchmarks.quality import run_probes
+    from evaluation.probes import run_probes
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(8), 510)

@@ -6,7 +6,7 @@ summary (model.modules.pixel_summary: per-band means and static values, seasonal
 (cosine softmax of the unit map against a learned 64-row label table, temperature 0.07) and
 its optimizer (AdamW warmup-cosine, peak 1e-3, weight decay 1e-4, clip 1), on the labelled
 pixels of build-training-data directories, then probes the map on a benchmark data set the
-way `earthembed evaluate` probes an embedding (benchmarks.quality: balanced accuracy, best of
+way `earthembed evaluate` probes an embedding (evaluation.probes: balanced accuracy, best of
 1-NN and logistic regression, 30 class-balanced draws per budget):
 
     python -m benchmarks.summary_fit --data W/td_tropical,W/td_temperate \
@@ -238,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str] | None = None) -> int:
-    from benchmarks import quality
+    from evaluation.datasets import load_dataset
+    from evaluation.probes import best_probe, probe_feature_sets
     from model import bundle as bundle_lib
 
     a = build_parser().parse_args(argv)
@@ -246,12 +247,12 @@ def run(argv: list[str] | None = None) -> int:
     bundle = bundle_lib.load_bundle(a.bundle)
     model_config = bundle.config["model"]
     x, lc = training_pixels(a.data.split(","), bundle.stats, columns, model_config)
-    ds = quality.load_dataset(a.dataset, cache_dir=a.cache_dir)
+    ds = load_dataset(a.dataset, cache_dir=a.cache_dir)
     xe = window_pixels(bundle, ds.observations, columns)[ds.pixel_index]
     params = fit_linear_map(
         x, lc, sampling=a.sampling, steps=a.steps, learning_rate=a.learning_rate, seed=a.seed
     )
-    scores = quality.probe_feature_sets(
+    scores = probe_feature_sets(
         {"map": apply_map(params, xe)},
         ds.labels,
         ds.is_test,
@@ -265,7 +266,7 @@ def run(argv: list[str] | None = None) -> int:
         "features": int(x.shape[-1]),
         "training_pixels": int(np.sum(lc >= 0)),
         "scores": scores,
-        "best": {b: quality.best_probe(scores[b])[1] for b in scores},
+        "best": {b: best_probe(scores[b])[1] for b in scores},
     }
     print(json.dumps(out["best"] | {"features": out["features"]}))
     if a.out:

@@ -1,0 +1,77 @@
+"""Few-shot quality benchmark: frozen features, kNN and logistic probes, designed baselines.
+
+Runbook (each writes DIR/results.json, DIR/results.md and DIR/results.png):
+
+    earthembed evaluate --dataset sim:101:tropical --embedder baselines --out /tmp/eval_sim
+    earthembed evaluate --dataset eolearn --out /tmp/eval_eo
+    earthembed evaluate --dataset points:obs.parquet:labels.parquet --out /tmp/eval_pts
+    earthembed evaluate --dataset eolearn --embedder path/to/bundle --out /tmp/eval_model
+    earthembed evaluate --dataset eolearn --embedder mypkg.mymodule:embed --out /tmp/eval_toy
+
+Data sets (`--dataset`):
+  * `sim:SEED:BIOME`: a held-out simulated region (`earthembed simulate`, one year, a few km;
+    cached under `--cache-dir`), its land-cover map as labels, its whole window read once.
+  * `eolearn`: the real Slovenia patch in shared/realdata (101 x 100 px, land cover from the
+    reference polygons: forest, grassland, shrubland, artificial surface have >= 50 px). The
+    embedder sees its five reference S2 scenes (TOA, July-September 2015) and the DEM; the
+    `designed` baseline also gets the NDVI series (68 dates, 2015-07 .. 2017-12, cloud-masked)
+    as a pseudo-band, its monthly medians pooling the same month across the years.
+  * `points:OBS.parquet:LABELS.parquet`: a point observation table (see ARCHITECTURE.md) plus
+    a `point_id,label[,is_test]` table; without `is_test`, points are split by hashed square
+    UTM cells of `--block` x 10 m (no buffer: points further apart than a cell are assumed
+    independent).
+
+The embedder contract (`--embedder`): a callable `embed(observations) -> array` where
+`observations` is a `schemas.observations.Observations` over a grid window (H x W pixels) or
+a point set (N points, H = N, W = 1), exactly as the readers return it (registry units, NaN
+and valid masks as read, all sources the data set has). It returns a float array of shape
+(H * W, D): one row per pixel in row-major order (row 0 left to right, then row 1, ...), or
+for a point set N rows in point order. Rows may be NaN where a pixel cannot be embedded.
+`--embedder` is `baselines` (no embedder), a model bundle path (`model.load_bundle(path)`,
+whose `.embed` follows the contract) or `module:function` naming any such callable.
+
+Protocol (after AlphaEarth Foundations' evaluation):
+  * Labelled pixels come from classes with at least `min_class_pixels` (50) labelled pixels.
+    Rasters are split into train and test by square blocks (`--block` px) assigned by a
+    seeded hash of the block position, and train pixels within `buffer` (1) px of a test
+    pixel are dropped, so no pixel has an 8-neighbour on the other side. Random pixel splits
+    are never used: neighbouring pixels are nearly copies of each other.
+  * The train pool keeps at most `max_per_class` (1000) pixels per class and the test set at
+    most `max_test` (4000) pixels split evenly over classes (random, seeded, fixed for the
+    whole run), which bounds the run time on two cores; balanced accuracy does not depend on
+    how many test pixels each class has, only on how well each is estimated.
+  * A budget b draws min(b, n_c) training pixels per class c from the train pool (class-
+    balanced), `repeats` times with different seeds; the same draws serve every feature set,
+    so comparisons are paired. `max` takes the whole train pool: it is the same every repeat,
+    so it runs once and its std is 0. The pool keeps the classes' natural imbalance (up to the
+    cap), which the logistic probe offsets with balanced class weights and kNN does not.
+  * Probes on frozen features: kNN with k=1 and k=min(3, n_train) (Euclidean, uniform votes,
+    a tie going to the tied class with the nearest neighbour, so at 1 per class k=3 acts as
+    k=1 instead of picking the smallest label) and multinomial logistic regression (lbfgs, C=1, balanced class weights). Features are
+    standardized with the training draw's mean and std (std 0 -> 1); NaN features are then
+    imputed with the training mean, i.e. 0. Score: balanced accuracy on the test pixels.
+  * A feature set's score at a budget is its best probe's mean. `best_baseline` is the best
+    baseline at each budget; `error_reduction` = 1 - (1 - acc_embedding) / (1 - acc_best).
+
+Baselines, computed from the same pixels' raw observations:
+  * `median_composite`: the per-band median of the valid Sentinel-2 frames (10 features).
+  * `designed`: for every band of every time-varying source, the 10th/50th/90th percentiles
+    and the 12 calendar-monthly medians of its valid values; static sources (DEM) as they are.
+  * `pca64`: `designed` standardized over all data-set pixels (no labels), PCA to 64 dims.
+  * `xy`: longitude and latitude only, a control for how much location alone explains.
+"""
+
+# The protocol's numbers (pure Python, so `earthembed evaluate --help` imports nothing heavy).
+PROBES: tuple[str, ...] = ("knn1", "knn3", "logreg")
+BASELINES: tuple[str, ...] = ("median_composite", "designed", "pca64", "xy")
+PERCENTILES: tuple[float, ...] = (10.0, 50.0, 90.0)
+MAX_BUDGET = "max"
+MIN_CLASS_PIXELS = 50
+MAX_PER_CLASS = 1000
+MAX_TEST = 4000
+# Fewer than this many train or test pixels of a class and its balanced accuracy is noise.
+MIN_SPLIT_PIXELS = 10
+PCA_DIMS = 64
+DEFAULT_BLOCK = {"sim": 16, "eolearn": 10, "points": 16}
+SIM_SIZE_KM = 2.56
+SIM_YEAR = 2023

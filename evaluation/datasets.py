@@ -1,0 +1,472 @@
+"""Data sets for the few-shot protocol: loaders (`sim:SEED:BIOME`, `eolearn`,
+`points:OBS:LABELS`), block and point-cell splits, stratified sampling of labelled pixels.
+
+The protocol they implement: the evaluation package docstring (evaluation/__init__.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from evaluation import (
+    DEFAULT_BLOCK,
+    MAX_PER_CLASS,
+    MAX_TEST,
+    MIN_CLASS_PIXELS,
+    MIN_SPLIT_PIXELS,
+    SIM_SIZE_KM,
+    SIM_YEAR,
+)
+from schemas.grid import GridWindow, lonlat_to_utm, utm_epsg
+from schemas.observations import Observations
+
+log = logging.getLogger(__name__)
+
+REALDATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+
+# A split label per pixel: which side of the train/test split it is on.
+SPLIT_TRAIN = 0
+SPLIT_TEST = 1
+SPLIT_BUFFER = -1
+
+
+@dataclasses.dataclass
+class PixelSeries:
+    """A per-pixel time series outside the sensor registry (e.g. eo-learn's NDVI)."""
+
+    values: np.ndarray  # (T, N) float32, NaN = missing
+    times_ms: np.ndarray  # (T,) int64
+
+
+@dataclasses.dataclass
+class LabelledPixels:
+    """A benchmark data set: observations and the labelled pixels to probe among them.
+
+    `observations` is what an embedder sees (a whole window, so a model gets its spatial
+    context, or a point set); `pixel_index` picks the labelled pixels out of its row-major
+    pixels. `extra_series` holds pseudo-bands for the `designed` baseline, one column per
+    labelled pixel.
+    """
+
+    name: str
+    observations: Observations
+    pixel_index: np.ndarray  # (N,) int64 into the observations' H * W pixels
+    labels: np.ndarray  # (N,) int64 class ids
+    is_test: np.ndarray  # (N,) bool
+    class_names: dict[int, str]
+    extra_series: dict[str, PixelSeries] = dataclasses.field(default_factory=dict)
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pixel_index = np.asarray(self.pixel_index, dtype=np.int64)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.is_test = np.asarray(self.is_test, dtype=bool)
+        n = len(self.pixel_index)
+        if self.labels.shape != (n,) or self.is_test.shape != (n,):
+            raise ValueError(
+                f"labels {self.labels.shape} and is_test {self.is_test.shape} must be ({n},)"
+            )
+        for name, s in self.extra_series.items():
+            if s.values.ndim != 2 or s.values.shape[1] != n:
+                raise ValueError(f"extra series {name!r}: values {s.values.shape} != (T, {n})")
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: a well-mixed uint64 hash of uint64 inputs."""
+    x = x.astype(np.uint64)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _cell_is_test(cell_row: np.ndarray, cell_col: np.ndarray, seed: int, test_fraction: float):
+    """Seeded hash of a cell position -> test side? Depends only on (seed, row, col)."""
+    with np.errstate(over="ignore"):
+        r = np.asarray(cell_row, dtype=np.int64).astype(np.uint64)
+        c = np.asarray(cell_col, dtype=np.int64).astype(np.uint64)
+        s = _mix64(np.asarray([seed], dtype=np.int64).astype(np.uint64))
+        h = _mix64(_mix64(s ^ r) ^ (c * np.uint64(0x9E3779B97F4A7C15)))
+    u = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return u < test_fraction
+
+
+def block_split(
+    shape: tuple[int, int],
+    block: int,
+    seed: int,
+    buffer: int = 1,
+    test_fraction: float = 0.5,
+) -> np.ndarray:
+    """Split a raster into train and test by square blocks, with a buffer between them.
+
+    Block (i, j) covers rows [i*block, (i+1)*block) and columns [j*block, (j+1)*block); it
+    goes to the test side when a seeded hash of (seed, i, j) falls below `test_fraction`, so a
+    block's side depends only on its position, not on the raster's size. Train pixels within
+    `buffer` px (Chebyshev distance) of a test pixel become buffer: with buffer >= 1 no pixel
+    has an 8-neighbour on the other side.
+
+    Args:
+        shape: (H, W) of the raster.
+        block: block side in pixels (>= 1).
+        seed: split seed.
+        buffer: width in pixels of the gap between train and test (>= 0).
+        test_fraction: expected share of blocks on the test side.
+
+    Returns:
+        (H, W) int8 array of SPLIT_TRAIN (0), SPLIT_TEST (1) or SPLIT_BUFFER (-1).
+    """
+    h, w = shape
+    if block < 1 or buffer < 0:
+        raise ValueError(f"block must be >= 1 and buffer >= 0; got block={block} buffer={buffer}")
+    rows = np.arange(h) // block
+    cols = np.arange(w) // block
+    test = _cell_is_test(rows[:, None], cols[None, :], seed, test_fraction)
+    out = np.where(test, SPLIT_TEST, SPLIT_TRAIN).astype(np.int8)
+    if buffer > 0 and test.any():
+        from scipy import ndimage
+
+        near_test = ndimage.binary_dilation(
+            test, structure=np.ones((3, 3), bool), iterations=buffer
+        )
+        out[near_test & ~test] = SPLIT_BUFFER
+    return out
+
+
+def _cap_per_class(idx: np.ndarray, labels: np.ndarray, cap: int, rng) -> np.ndarray:
+    """At most `cap` random members of each class among `idx` (sorted output)."""
+    keep = []
+    for c in np.unique(labels[idx]):
+        members = idx[labels[idx] == c]
+        if len(members) > cap:
+            members = rng.choice(members, cap, replace=False)
+        keep.append(members)
+    return np.sort(np.concatenate(keep)) if keep else idx[:0]
+
+
+def sample_labelled_pixels(
+    label_map: np.ndarray,
+    split: np.ndarray,
+    *,
+    classes: Sequence[int] | None = None,
+    seed: int = 0,
+    min_class_pixels: int = MIN_CLASS_PIXELS,
+    max_per_class: int = MAX_PER_CLASS,
+    max_test: int = MAX_TEST,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labelled pixels of a raster, stratified by class, on both sides of a block split.
+
+    Classes with fewer than `min_class_pixels` labelled pixels, or fewer than
+    MIN_SPLIT_PIXELS on either side of the split, are left out. The train pool keeps at most
+    `max_per_class` pixels per class; the test set at most `max_test` pixels in all, evenly
+    per class.
+
+    Args:
+        label_map: (H, W) integer class ids.
+        split: (H, W) output of `block_split`.
+        classes: ids that are classes (others, such as no-data, are ignored); default all.
+        seed: sampling seed.
+        min_class_pixels: smallest class kept.
+        max_per_class: train pool cap per class.
+        max_test: test set cap.
+
+    Returns:
+        (pixel_index, labels, is_test): flat row-major indices, class ids, test flags.
+    """
+    flat = np.asarray(label_map).reshape(-1).astype(np.int64)
+    side = np.asarray(split).reshape(-1)
+    if classes is None:
+        classes = np.unique(flat)
+    ids, counts = np.unique(flat, return_counts=True)
+    count = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+    kept = []
+    for c in sorted(int(c) for c in classes):
+        if count.get(c, 0) < min_class_pixels:
+            continue
+        n_train = int(np.sum((flat == c) & (side == SPLIT_TRAIN)))
+        n_test = int(np.sum((flat == c) & (side == SPLIT_TEST)))
+        if min(n_train, n_test) < MIN_SPLIT_PIXELS:
+            log.warning(
+                "class %d dropped: %d train / %d test px after the split", c, n_train, n_test
+            )
+            continue
+        kept.append(c)
+    if len(kept) < 2:
+        raise ValueError(f"fewer than two classes usable for probing (kept {kept})")
+    rng = np.random.default_rng([seed, 7])
+    in_kept = np.isin(flat, kept)
+    train = _cap_per_class(
+        np.flatnonzero(in_kept & (side == SPLIT_TRAIN)), flat, max_per_class, rng
+    )
+    per_class_test = max(MIN_SPLIT_PIXELS, max_test // len(kept))
+    test = _cap_per_class(np.flatnonzero(in_kept & (side == SPLIT_TEST)), flat, per_class_test, rng)
+    index = np.concatenate([train, test])
+    is_test = np.concatenate([np.zeros(len(train), bool), np.ones(len(test), bool)])
+    return index, flat[index], is_test
+
+
+def _sim_dataset(
+    seed: int,
+    biome: str,
+    *,
+    cache_dir: Path,
+    block: int,
+    split_seed: int,
+    size_km: float = SIM_SIZE_KM,
+    year: int = SIM_YEAR,
+    **sample_kw,
+) -> LabelledPixels:
+    """Simulate a region (cached), read its whole window once, sample labelled pixels."""
+    import rasterio
+
+    import beam_jobs.simulate as simulate
+    from beam_jobs.io.stac import StacCatalog, read_observations
+    from beam_jobs.runner import year_bounds_ms
+
+    # No dot in the name: pystac takes a dotted last path part for a file name when it
+    # normalizes hrefs, and the simulator's catalog would land one directory up.
+    sim_dir = cache_dir / f"sim_{seed}_{biome}_{round(size_km * 1000)}m_{year}"
+    label_path = sim_dir / "labels" / f"landcover_{year}.tif"
+    if not (sim_dir / "catalog.json").exists() or not label_path.exists():
+        log.info("simulating %s (seed %d, %s, %g km)", sim_dir, seed, biome, size_km)
+        simulate.run(
+            [
+                "--out",
+                str(sim_dir),
+                "--region",
+                "demo",
+                "--size-km",
+                f"{size_km:g}",
+                "--years",
+                str(year),
+                "--seed",
+                str(seed),
+                "--biome",
+                biome,
+            ]
+        )
+    with rasterio.open(label_path) as src:
+        label_map = src.read(1)
+        nodata = src.nodata
+        t = src.transform
+        window = GridWindow(src.crs.to_epsg(), t.c, t.f, src.width, src.height)
+    class_names = _sim_class_names(sim_dir, year)
+    classes = sorted(class_names) if class_names else None
+    if classes is None:
+        classes = [int(c) for c in np.unique(label_map) if nodata is None or c != nodata]
+        class_names = {c: f"class_{c}" for c in classes}
+    split = block_split(window.shape, block, split_seed)
+    index, labels, is_test = sample_labelled_pixels(
+        label_map, split, classes=classes, seed=split_seed, **sample_kw
+    )
+    start_ms, end_ms = year_bounds_ms(year)
+    catalog = StacCatalog.open(str(sim_dir / "catalog.json"))
+    obs = read_observations(catalog, window, start_ms, end_ms)
+    if obs.errors:
+        log.warning(
+            "%d reads of %s failed and were invalidated: %s",
+            len(obs.errors),
+            sim_dir,
+            obs.errors[:3],
+        )
+    return LabelledPixels(
+        name=f"sim:{seed}:{biome}",
+        observations=obs,
+        pixel_index=index,
+        labels=labels,
+        is_test=is_test,
+        class_names={c: class_names[c] for c in np.unique(labels).tolist()},
+        info={"window": window.to_dict(), "year": year, "sim_dir": str(sim_dir), "block": block},
+    )
+
+
+def _sim_class_names(sim_dir: Path, year: int) -> dict[int, str]:
+    """{class_id: class_name} from the simulator's labelled points, or {} if absent."""
+    path = sim_dir / "labels" / f"points_{year}.parquet"
+    if not path.exists():
+        return {}
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["class_id", "class_name"]).to_pydict()
+    return {int(i): str(n) for i, n in zip(table["class_id"], table["class_name"], strict=True)}
+
+
+def _eolearn_dataset(data_dir: Path, *, block: int, split_seed: int, **sample_kw):
+    """The real Slovenia patch: LULC labels, NDVI pseudo-band, S2 reference scenes, DEM."""
+    from beam_jobs.io.realdata import read_eolearn
+
+    sample = read_eolearn(data_dir)
+    lulc = np.asarray(sample.lulc)
+    names = {int(c): str(n) for c, n in sample.lulc_classes.items()}
+    classes = [c for c in names if c != 0]  # 0 is "no data"
+    split = block_split(lulc.shape, block, split_seed)
+    index, labels, is_test = sample_labelled_pixels(
+        lulc, split, classes=classes, seed=split_seed, **sample_kw
+    )
+    ndvi = np.where(np.asarray(sample.ndvi_valid), np.asarray(sample.ndvi), np.nan)
+    ndvi = ndvi.reshape(ndvi.shape[0], -1)[:, index].astype(np.float32)
+    return LabelledPixels(
+        name="eolearn",
+        observations=sample.observations,
+        pixel_index=index,
+        labels=labels,
+        is_test=is_test,
+        class_names={int(c): str(names[c]) for c in np.unique(labels).tolist()},
+        extra_series={"ndvi": PixelSeries(ndvi, np.asarray(sample.ndvi_times_ms, np.int64))},
+        info={"data_dir": str(data_dir), "block": block},
+    )
+
+
+def point_cell_split(
+    lon: np.ndarray, lat: np.ndarray, cell_m: float, seed: int, test_fraction: float = 0.5
+) -> np.ndarray:
+    """Points -> test flags by square UTM cells of `cell_m` metres (hashed like block_split)."""
+    lon = np.asarray(lon, np.float64)
+    lat = np.asarray(lat, np.float64)
+    epsg = utm_epsg(float(np.median(lon)), float(np.median(lat)))
+    x, y = lonlat_to_utm(lon, lat, epsg)
+    col = np.floor(np.asarray(x) / cell_m).astype(np.int64)
+    row = np.floor(-np.asarray(y) / cell_m).astype(np.int64)
+    return _cell_is_test(row, col, seed, test_fraction)
+
+
+def _points_dataset(
+    obs_path: str,
+    labels_path: str,
+    *,
+    block: int,
+    split_seed: int,
+    min_class_pixels: int = MIN_CLASS_PIXELS,
+    max_per_class: int = MAX_PER_CLASS,
+    max_test: int = MAX_TEST,
+) -> LabelledPixels:
+    """A point observation table plus a point_id,label[,is_test] table."""
+    import pyarrow.parquet as pq
+
+    from beam_jobs.io.points import read_point_table
+
+    obs = read_point_table(obs_path)
+    table = pq.read_table(labels_path).to_pydict()
+    missing = {"point_id", "label"} - set(table)
+    if missing:
+        raise ValueError(f"{labels_path}: missing columns {sorted(missing)}")
+    pos = {str(p): i for i, p in enumerate(obs.point_ids)}
+    rows = [
+        (pos.get(str(p)), lab, i)
+        for i, (p, lab) in enumerate(zip(table["point_id"], table["label"], strict=True))
+    ]
+    unknown = sum(1 for r in rows if r[0] is None)
+    if unknown:
+        log.warning("%d labelled points are not in %s; ignored", unknown, obs_path)
+    rows = [r for r in rows if r[0] is not None and r[1] is not None]
+    index = np.asarray([r[0] for r in rows], np.int64)
+    raw = [r[1] for r in rows]
+    if all(isinstance(v, (int, np.integer)) for v in raw):
+        labels = np.asarray(raw, np.int64)
+        class_names = {int(c): str(c) for c in np.unique(labels)}
+    else:
+        names = sorted({str(v) for v in raw})
+        code = {n: i for i, n in enumerate(names)}
+        labels = np.asarray([code[str(v)] for v in raw], np.int64)
+        class_names = {i: n for n, i in code.items()}
+    if "is_test" in table:
+        is_test = np.asarray([bool(table["is_test"][r[2]]) for r in rows])
+        split_note = "is_test column"
+    else:
+        is_test = point_cell_split(obs.lon[index], obs.lat[index], block * 10.0, split_seed)
+        split_note = f"hashed {block * 10} m UTM cells"
+    # Same class filter and caps as for rasters.
+    split = np.where(is_test, SPLIT_TEST, SPLIT_TRAIN).astype(np.int8)
+    sel, lab, test = sample_labelled_pixels(
+        labels[None, :],
+        split[None, :],
+        seed=split_seed,
+        min_class_pixels=min_class_pixels,
+        max_per_class=max_per_class,
+        max_test=max_test,
+    )
+    return LabelledPixels(
+        name=f"points:{obs_path}:{labels_path}",
+        observations=obs,
+        pixel_index=index[sel],
+        labels=lab,
+        is_test=test,
+        class_names={c: class_names[c] for c in np.unique(lab).tolist()},
+        info={"split": split_note},
+    )
+
+
+def load_dataset(
+    spec: str,
+    *,
+    seed: int = 0,
+    block: int | None = None,
+    cache_dir: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    min_class_pixels: int = MIN_CLASS_PIXELS,
+    max_per_class: int = MAX_PER_CLASS,
+    max_test: int = MAX_TEST,
+    sim_size_km: float = SIM_SIZE_KM,
+    sim_year: int = SIM_YEAR,
+) -> LabelledPixels:
+    """`sim:SEED:BIOME`, `eolearn` or `points:OBS.parquet:LABELS.parquet` -> LabelledPixels.
+
+    Args:
+        spec: the `--dataset` value.
+        seed: split and sampling seed.
+        block: block (or point cell) side in pixels; default per data set (DEFAULT_BLOCK).
+        cache_dir: where simulated regions are kept between runs (sim only).
+        data_dir: the eo-learn patch directory (eolearn only; default shared/realdata).
+        min_class_pixels: smallest class kept.
+        max_per_class: train pool cap per class.
+        max_test: test set cap.
+        sim_size_km: side of the simulated region (sim only).
+        sim_year: the simulated year (sim only).
+
+    Returns:
+        The labelled pixels with their observations.
+    """
+    kind = spec.split(":", 1)[0]
+    if kind not in DEFAULT_BLOCK:
+        raise ValueError(
+            f"--dataset must be sim:SEED:BIOME, eolearn or points:OBS.parquet:LABELS.parquet; "
+            f"got {spec!r}"
+        )
+    block = block or DEFAULT_BLOCK[kind]
+    kw = dict(min_class_pixels=min_class_pixels, max_per_class=max_per_class, max_test=max_test)
+    if kind == "sim":
+        m = re.fullmatch(r"sim:(\d+):(\w+)", spec)
+        if not m:
+            raise ValueError(
+                f"--dataset sim must be sim:SEED:BIOME, e.g. sim:101:tropical; got {spec!r}"
+            )
+        cache = Path(cache_dir) if cache_dir else Path("out") / "eval_cache"
+        return _sim_dataset(
+            int(m.group(1)),
+            m.group(2),
+            cache_dir=cache,
+            block=block,
+            split_seed=seed,
+            size_km=sim_size_km,
+            year=sim_year,
+            **kw,
+        )
+    if kind == "eolearn":
+        if spec != "eolearn":
+            raise ValueError(f"--dataset eolearn takes no arguments; got {spec!r}")
+        d = Path(data_dir) if data_dir else REALDATA_DIR / "eolearn_slovenia"
+        return _eolearn_dataset(d, block=block, split_seed=seed, **kw)
+    parts = spec.split(":")
+    if len(parts) != 3:
+        raise ValueError(
+            f"--dataset points must be points:OBS.parquet:LABELS.parquet; got {spec!r}"
+        )
+    return _points_dataset(parts[1], parts[2], block=block, split_seed=seed, **kw)

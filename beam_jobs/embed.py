@@ -89,7 +89,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from beam_jobs import inference, runner
-from schemas import embedding, files, sensors
+from beam_jobs.io import embeddings, files
+from schemas import embedding, sensors
 from schemas.grid import (
     Chip,
     GridWindow,
@@ -501,16 +502,16 @@ def write_tile(spec: EmbedSpec, tile: Tile, results: Sequence[ChipResult], plann
     if "cog" in spec.formats:
         emb = embedding.dequantize(q)  # exact: quantize(dequantize(q)) == q
         with local_target(spec.tile_path(tile, "_quality.tif")) as p:
-            embedding.write_quality_cog(p, quality, tile.transform, crs, tags=cog_tags(spec))
+            embeddings.write_quality_cog(p, quality, tile.transform, crs, tags=cog_tags(spec))
         with local_target(spec.tile_path(tile, ".tif")) as p:
-            embedding.write_embedding_cog(p, emb, tile.transform, crs, tags=cog_tags(spec))
+            embeddings.write_embedding_cog(p, emb, tile.transform, crs, tags=cog_tags(spec))
         del emb
     if "parquet" in spec.formats:
         table = embedding.embedding_table(
             q, transform=tile.transform, epsg=tile.epsg, tile_id=tile.id, year=spec.year
         )
         with local_target(spec.tile_path(tile, ".parquet")) as p:
-            embedding.write_embedding_parquet(p, table)
+            embeddings.write_embedding_parquet(p, table)
     item = None
     if "stac" in spec.formats:
         item = item_document(spec, tile)

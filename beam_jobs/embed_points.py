@@ -49,6 +49,7 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from beam_jobs import inference, runner
 from beam_jobs.embed import DEFAULT_MODEL, counters, local_target, period_label
+from beam_jobs.io import embeddings
 from schemas import embedding
 from schemas.observations import Observations
 
@@ -213,7 +214,7 @@ class EmbedPoints(beam.PTransform):
             )
             table = points_table(ids, lon, lat, emb, metadata=spec.metadata())
             with local_target(spec.out) as path:
-                embedding.write_embedding_parquet(path, table)
+                embeddings.write_embedding_parquet(path, table)
             log.info("wrote %d points to %s", table.num_rows, spec.out)
             return table.num_rows
 

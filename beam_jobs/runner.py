@@ -16,7 +16,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
-from schemas import files
+from beam_jobs.io import files
 
 LOCAL_RUNNERS = (None, "", "DirectRunner", "FnApiRunner", "SwitchingDirectRunner")
 
@@ -101,6 +101,6 @@ def setup_logging(verbose: bool = False) -> None:
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Write a small file (JSON, a marker) locally or to an object store so that readers see
-    the old file or the new one, never a part (`schemas.files.atomic_target`)."""
+    the old file or the new one, never a part (`beam_jobs.io.files.atomic_target`)."""
     with files.atomic_target(path) as target, FileSystems.create(target) as f:
         f.write(data)

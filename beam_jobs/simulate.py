@@ -54,8 +54,9 @@ from apache_beam.metrics import Metrics
 
 import simulation as sim
 from beam_jobs import runner
+from beam_jobs.io import files
 from beam_jobs.io.cog import write_cog
-from schemas import files, sensors
+from schemas import sensors
 from schemas.grid import GridWindow, Tile
 from simulation import labels as sim_labels
 from simulation import render

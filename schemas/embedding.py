@@ -1,8 +1,8 @@
-"""The embedding data contract: quantization, COG, quality sidecar, GeoParquet, STAC, readers.
+"""The embedding format: quantization, overviews, quality codes, table schema, STAC dictionaries.
 
-This module is the single home of how an embedding field is stored. Everything that writes or
-reads embeddings (beam_jobs/embed.py, the analyses, the benchmarks) calls it; nothing else
-quantizes or dequantizes.
+This module is the single home of what an embedding file holds; nothing else quantizes or
+dequantizes. It does no file I/O: the writers and the one reader of these files are in
+beam_jobs/io/embeddings.py, which follows the layouts described here.
 
 Values. An embedding is a 64-d unit vector per 10 m pixel, in memory float32 (H, W, 64),
 channel-last, with an all-NaN row where a pixel has no embedding.
@@ -50,37 +50,29 @@ STAC: one collection, one item per tile and period (id `{tile_id}_{year}`, or
 `raster:bands` (raster v1.1) and band names in `bands`, assets `embedding`, `quality` and
 optionally `parquet`; start/end_datetime bound the valid period [t_s, t_e) (end exclusive).
 
-Readers: `open_embeddings` opens one COG (ours, or an official AEF tile, which is stored
-bottom-up: positive y pixel size, row 0 the southernmost), a directory of COGs or a STAC
-catalog of our items, crops to a bbox, mosaics tiles that share a CRS and returns a north-up
-float field.
+Reader: `beam_jobs.io.embeddings.open_embeddings` opens our tiles and the official AEF tiles
+(stored bottom-up) alike.
 
-Imports: numpy and pyarrow here; rasterio, pyproj and pystac inside the functions that need
-them, so the contract (and the quantization) loads anywhere schemas/ does.
+Imports: numpy and pyarrow here; pyproj and pystac inside the functions that need them, so the
+contract (and the quantization) loads anywhere schemas/ does. Never rasterio or
+pyarrow.parquet (tests/schemas/test_no_io.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
-import math
-import os
-import tempfile
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 from affine import Affine
 
-from schemas import files, sensors
+from schemas import sensors
 
 if TYPE_CHECKING:
     import pystac
-    from rasterio.crs import CRS
 
 EMBEDDING_DIM = 64
 BAND_NAMES: tuple[str, ...] = tuple(f"A{i:02d}" for i in range(EMBEDDING_DIM))
@@ -114,7 +106,6 @@ STAC_EXTENSIONS = (
     "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
     "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
 )
-COMPRESSIONS = ("ZSTD", "DEFLATE", "LZW", "NONE")
 
 # GeoParquet spatial order: pixels are grouped in square blocks of this many pixels a side.
 PARQUET_BLOCK = 64
@@ -274,191 +265,6 @@ def renormalized_overviews(
     return levels
 
 
-# ---------------------------------------------------------------------------------- files
-
-
-def _software_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("earthembed")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def _tag_strings(tags: Mapping[str, object] | None) -> dict[str, str]:
-    """Tags as GDAL metadata strings; GDAL splits a key at ':' or '=', so those are refused."""
-    out = {}
-    for k, v in (tags or {}).items():
-        key = str(k)
-        if not key or ":" in key or "=" in key:
-            raise ValueError(f"tag key {key!r} must be non-empty without ':' or '='")
-        out[key] = str(v)
-    return out
-
-
-def _crs_wkt(crs: str | int | CRS) -> str:
-    from rasterio.crs import CRS
-
-    if isinstance(crs, int):
-        return CRS.from_epsg(crs).to_wkt()
-    return CRS.from_user_input(crs).to_wkt()
-
-
-def _cog_options(blocksize: int, compress: str) -> dict[str, str]:
-    compress = compress.upper()
-    if compress not in COMPRESSIONS:
-        raise ValueError(f"compress must be one of {COMPRESSIONS}; got {compress!r}")
-    if blocksize % 16 or blocksize <= 0:
-        raise ValueError(f"blocksize must be a positive multiple of 16; got {blocksize}")
-    opts = {"BLOCKSIZE": str(blocksize), "COMPRESS": compress, "BIGTIFF": "IF_SAFER"}
-    if compress != "NONE":
-        opts["PREDICTOR"] = "YES"
-    return opts
-
-
-def _write_level(
-    path: str,
-    codes: Callable[[int, int], np.ndarray],
-    shape: tuple[int, int],
-    transform: Affine,
-    wkt: str,
-) -> None:
-    """A plain, uncompressed, pixel-interleaved int8 GTiff of one pyramid level.
-
-    `codes(r0, r1)` gives the int8 (r1 - r0, W, 64) rows of the level, so a level is quantized
-    and written a strip at a time.
-    """
-    import rasterio
-    from rasterio.windows import Window
-
-    h, w = shape
-    profile = {
-        "driver": "GTiff",
-        "width": w,
-        "height": h,
-        "count": EMBEDDING_DIM,
-        "dtype": "int8",
-        "nodata": NODATA,
-        "crs": wkt,
-        "transform": transform,
-        "interleave": "pixel",
-        "BIGTIFF": "IF_SAFER",
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        for r0 in range(0, h, 256):
-            r1 = min(r0 + 256, h)
-            dst.write(codes(r0, r1).transpose(2, 0, 1), window=Window(0, r0, w, r1 - r0))
-
-
-def _overview_vrt(
-    level_paths: Sequence[str],
-    shape: tuple[int, int],
-    transform: Affine,
-    wkt: str,
-    tags: Mapping[str, str],
-) -> str:
-    """VRT XML of the full-resolution level whose bands list the other levels as overviews."""
-    root = ET.Element("VRTDataset", rasterXSize=str(shape[1]), rasterYSize=str(shape[0]))
-    ET.SubElement(root, "SRS").text = wkt
-    ET.SubElement(root, "GeoTransform").text = ", ".join(
-        repr(float(v)) for v in transform.to_gdal()
-    )
-    md = ET.SubElement(root, "Metadata")
-    for k, v in tags.items():
-        ET.SubElement(md, "MDI", key=k).text = v
-    for b, name in enumerate(BAND_NAMES, start=1):
-        band = ET.SubElement(root, "VRTRasterBand", dataType="Int8", band=str(b))
-        ET.SubElement(band, "Description").text = name
-        ET.SubElement(band, "NoDataValue").text = str(NODATA)
-        src = ET.SubElement(band, "SimpleSource")
-        ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = level_paths[0]
-        ET.SubElement(src, "SourceBand").text = str(b)
-        for p in level_paths[1:]:
-            ov = ET.SubElement(band, "Overview")
-            ET.SubElement(ov, "SourceFilename", relativeToVRT="0").text = p
-            ET.SubElement(ov, "SourceBand").text = str(b)
-    return ET.tostring(root, encoding="unicode")
-
-
-def write_embedding_cog(
-    path: str | os.PathLike,
-    emb: np.ndarray,
-    transform: Affine,
-    crs: str | int | CRS,
-    *,
-    tags: Mapping[str, object] | None = None,
-    blocksize: int = 256,
-    compress: str = "ZSTD",
-    overview_min_size: int = 1,
-) -> str:
-    """Quantize an embedding field and write it as a COG with renormalized overviews, atomically.
-
-    The pyramid is written level by level into plain GTiffs in a scratch folder beside `path`,
-    tied together by a VRT whose bands list them as overviews, and copied by GDAL's COG driver
-    with OVERVIEWS=FORCE_USE_EXISTING: the overview pixels are exactly the quantized
-    `renormalized_overviews`. The COG is written through `files.atomic_target`,
-    so a file that exists is complete.
-
-    Args:
-        path: destination file; parent folders are created.
-        emb: float32 (H, W, 64) unit vectors, NaN rows where there is no embedding.
-        transform: north-up affine geotransform of the top-left corner.
-        crs: 'EPSG:32631', an EPSG integer or a rasterio CRS.
-        tags: dataset tags (model version and hash, year, valid period, ...); values are
-            stringified. The quantization and overview rules and the software version are
-            added unless given.
-        blocksize: internal tile size (256 or 512).
-        compress: ZSTD, DEFLATE, LZW or NONE (the horizontal predictor is used when compressed).
-        overview_min_size: overviews stop at the first level whose larger side is <= this
-            (1: down to 1 x 1 like the AEF files; `blocksize`: GDAL's automatic choice).
-
-    Returns:
-        The path written.
-    """
-    import rasterio.shutil
-
-    emb = np.asarray(emb)
-    if emb.ndim != 3 or emb.shape[-1] != EMBEDDING_DIM or 0 in emb.shape:
-        raise ValueError(f"write_embedding_cog needs (H, W, {EMBEDDING_DIM}); got {emb.shape}")
-    if transform.b != 0 or transform.d != 0 or transform.a <= 0 or transform.e >= 0:
-        raise ValueError(f"embedding COGs are north-up; got geotransform {tuple(transform)[:6]}")
-    options = _cog_options(blocksize, compress)
-    wkt = _crs_wkt(crs)
-    all_tags = {
-        "quantization": QUANTIZATION_RULE,
-        "overviews": OVERVIEW_RULE,
-        "software_version": _software_version(),
-        **_tag_strings(tags),
-    }
-    valid = valid_mask(emb)
-    levels = renormalized_overviews(emb, valid, min_size=overview_min_size)
-    path = os.fspath(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryDirectory(dir=Path(path).parent, prefix=".embedding-cog-") as work,
-        files.atomic_target(path) as tmp,
-    ):
-        paths = [os.path.join(work, "level0.tif")]
-        _write_level(paths[0], lambda a, b: quantize(emb[a:b]), emb.shape[:2], transform, wkt)
-        for k, (level_emb, _) in enumerate(levels, start=1):
-            paths.append(os.path.join(work, f"level{k}.tif"))
-            codes = quantize(level_emb)
-            _write_level(
-                paths[-1],
-                lambda a, b, codes=codes: codes[a:b],
-                codes.shape[:2],
-                transform @ Affine.scale(2**k),
-                wkt,
-            )
-        vrt = os.path.join(work, "pyramid.vrt")
-        Path(vrt).write_text(_overview_vrt(paths, emb.shape[:2], transform, wkt, all_tags))
-        rasterio.shutil.copy(
-            vrt, tmp, driver="COG", OVERVIEWS="FORCE_USE_EXISTING" if levels else "NONE", **options
-        )
-    return path
-
-
 # ---------------------------------------------------------------------------------- quality
 
 
@@ -527,73 +333,6 @@ def decode_quality_layers(stored: np.ndarray) -> dict[str, np.ndarray]:
         v[stored[i] == QUALITY_NODATA] = np.nan
         out[name] = v
     return out
-
-
-def write_quality_cog(
-    path: str | os.PathLike,
-    quality: np.ndarray,
-    transform: Affine,
-    crs: str | int | CRS,
-    *,
-    tags: Mapping[str, object] | None = None,
-    blocksize: int = 256,
-    compress: str = "ZSTD",
-) -> str:
-    """Write the quality sidecar `{tile_id}_quality.tif` as a COG, atomically.
-
-    Args:
-        path: destination file; parent folders are created.
-        quality: uint8 (Q, H, W) from `quality_layers` (bands in `QUALITY_BANDS` order).
-        transform: north-up affine geotransform of the top-left corner.
-        crs: 'EPSG:32631', an EPSG integer or a rasterio CRS.
-        tags: dataset tags; values are stringified.
-        blocksize: internal tile size.
-        compress: ZSTD, DEFLATE, LZW or NONE.
-
-    Returns:
-        The path written. Bands are described by name, fractions carry the GDAL scale 0.005,
-        nodata is 255, overviews are GDAL averages of the known pixels.
-    """
-    import rasterio
-
-    quality = np.asarray(quality)
-    if quality.ndim != 3 or quality.shape[0] != len(QUALITY_BANDS) or 0 in quality.shape:
-        raise ValueError(f"quality must be ({len(QUALITY_BANDS)}, H, W); got {quality.shape}")
-    if quality.dtype != np.uint8:
-        raise ValueError(f"quality must be uint8 as built by quality_layers; got {quality.dtype}")
-    options = _cog_options(blocksize, compress)
-    all_tags = {
-        "quality_encoding": (
-            f"uint8, nodata {QUALITY_NODATA}; obs_*: valid observations per source in the "
-            f"support period, saturating at {QUALITY_COUNT_MAX}; clear_fraction, confidence: "
-            f"round(f * {QUALITY_FRACTION_SCALE}) for f in [0, 1]"
-        ),
-        "software_version": _software_version(),
-        **_tag_strings(tags),
-    }
-    scales = [1.0 if n.startswith("obs_") else 1.0 / QUALITY_FRACTION_SCALE for n in QUALITY_BANDS]
-    profile = {
-        "driver": "COG",
-        "width": quality.shape[2],
-        "height": quality.shape[1],
-        "count": quality.shape[0],
-        "dtype": QUALITY_DTYPE,
-        "crs": _crs_wkt(crs),
-        "transform": transform,
-        "nodata": QUALITY_NODATA,
-        "OVERVIEWS": "AUTO",
-        "OVERVIEW_RESAMPLING": "AVERAGE",
-        **options,
-    }
-    with files.atomic_target(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(quality)
-            for i, name in enumerate(QUALITY_BANDS, start=1):
-                dst.set_band_description(i, name)
-            dst.scales = scales
-            dst.offsets = [0.0] * len(QUALITY_BANDS)
-            dst.update_tags(**all_tags)
-    return os.fspath(path)
 
 
 # ---------------------------------------------------------------------------------- GeoParquet
@@ -744,92 +483,6 @@ def embedding_table(
     return table.replace_schema_metadata(
         {"geo": json.dumps(geo_metadata(epsg, bbox)), "earthembed": json.dumps(info)}
     )
-
-
-def _row_groups(table: pa.Table, max_rows: int) -> list[tuple[int, int]]:
-    """Row-group [start, stop) ranges that follow the spatial order.
-
-    Rows are cut into square cells of `side` px (the largest multiple of `PARQUET_BLOCK`, by
-    powers of two, with side^2 <= max_rows; contiguous in Z order) per tile; whole cells are
-    packed into groups of at most `max_rows` rows, so a full tile gets one group per cell and
-    a group's bbox statistics are that cell's. A cell larger than `max_rows` is split.
-    """
-    n = table.num_rows
-    if n == 0:
-        return []
-    if not {"row", "col", "tile_id"} <= set(table.column_names):
-        return [(a, min(a + max_rows, n)) for a in range(0, n, max_rows)]
-    side = PARQUET_BLOCK
-    while (2 * side) ** 2 <= max_rows:
-        side *= 2
-    rows = table.column("row").to_numpy()
-    cols = table.column("col").to_numpy()
-    tiles = table.column("tile_id").combine_chunks().dictionary_encode().indices.to_numpy()
-    key = np.stack([tiles, rows // side, cols // side], axis=1)
-    starts = [0, *(np.flatnonzero((key[1:] != key[:-1]).any(axis=1)) + 1).tolist(), n]
-    groups: list[tuple[int, int]] = []
-    a = 0
-    for cell_start, cell_stop in zip(starts[:-1], starts[1:], strict=True):
-        if cell_stop - a > max_rows and cell_start > a:
-            groups.append((a, cell_start))
-            a = cell_start
-        while cell_stop - a > max_rows:
-            groups.append((a, a + max_rows))
-            a += max_rows
-    groups.append((a, n))
-    return groups
-
-
-def write_embedding_parquet(
-    path: str | os.PathLike, table: pa.Table, *, row_group_size: int = PARQUET_ROW_GROUP
-) -> str:
-    """Write an embedding table as GeoParquet 1.1 (zstd, spatial row groups), atomically.
-
-    Row groups follow the spatial order: with the default 65536 rows a full tile gets one group
-    per 256 x 256 px square (2.56 km a side), so a bbox filter on the `bbox` column reads only
-    the squares it touches. The `geo` bbox is recomputed from the rows, so tables concatenated
-    from several tiles of one zone stay correct.
-
-    Args:
-        path: destination file; parent folders are created.
-        table: from `embedding_table` (or a concatenation of such tables of one CRS).
-        row_group_size: the most rows in a row group.
-
-    Returns:
-        The path written.
-    """
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    if row_group_size < 1:
-        raise ValueError(f"row_group_size must be >= 1; got {row_group_size}")
-    meta = dict(table.schema.metadata or {})
-    if b"geo" not in meta:
-        raise ValueError("table has no GeoParquet 'geo' metadata; build it with embedding_table")
-    geo = json.loads(meta[b"geo"])
-    column = geo["columns"]["geometry"]
-    if table.num_rows:
-        bbox = table.column("bbox")
-        column["bbox"] = [
-            float(pc.min(pc.struct_field(bbox, "xmin")).as_py()),
-            float(pc.min(pc.struct_field(bbox, "ymin")).as_py()),
-            float(pc.max(pc.struct_field(bbox, "xmax")).as_py()),
-            float(pc.max(pc.struct_field(bbox, "ymax")).as_py()),
-        ]
-    else:
-        column.pop("bbox", None)
-    meta[b"geo"] = json.dumps(geo).encode()
-    table = table.replace_schema_metadata(meta)
-    with files.atomic_target(path) as tmp:
-        with pq.ParquetWriter(
-            tmp, table.schema, compression="zstd", write_statistics=True
-        ) as writer:
-            groups = _row_groups(table, row_group_size)
-            if not groups:
-                writer.write_table(table)
-            for a, b in groups:
-                writer.write_table(table.slice(a, b - a), row_group_size=b - a)
-    return os.fspath(path)
 
 
 # ---------------------------------------------------------------------------------- STAC
@@ -1041,248 +694,3 @@ def stac_item(
             ),
         )
     return item
-
-
-# ---------------------------------------------------------------------------------- readers
-
-
-@dataclasses.dataclass(frozen=True)
-class EmbeddingField:
-    """A north-up embedding field read from one or more files.
-
-    Attributes:
-        values: float32 (H, W, 64), dequantized; NaN rows where there is no embedding.
-        valid: bool (H, W).
-        transform: north-up affine geotransform (negative y pixel size) of `values`.
-        crs: rasterio CRS of the grid.
-        paths: the files the field was read from.
-    """
-
-    values: np.ndarray
-    valid: np.ndarray
-    transform: Affine
-    crs: CRS
-    paths: tuple[str, ...] = ()
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.values.shape[:2]
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(minx, miny, maxx, maxy) in `crs`."""
-        h, w = self.shape
-        t = self.transform
-        return (t.c, t.f + h * t.e, t.c + w * t.a, t.f)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Source:
-    """An embedding raster's header, seen north-up."""
-
-    path: str
-    crs: CRS
-    transform: Affine  # north-up
-    height: int
-    width: int
-    bottom_up: bool
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        t = self.transform
-        return (t.c, t.f + self.height * t.e, t.c + self.width * t.a, t.f)
-
-
-def _is_remote(path: str) -> bool:
-    return "://" in path or path.startswith("/vsi")
-
-
-def _open_source(path: str) -> _Source:
-    """Open a raster header; errors name the file."""
-    import rasterio
-    import rasterio.errors
-
-    if not _is_remote(path) and not os.path.exists(path):
-        raise FileNotFoundError(f"embedding raster not found: {path}")
-    try:
-        with rasterio.open(path) as src:
-            count, dtypes, t = src.count, set(src.dtypes), src.transform
-            crs, h, w, nodata = src.crs, src.height, src.width, src.nodata
-    except rasterio.errors.RasterioError as err:
-        raise ValueError(f"cannot open {path} as a raster: {err}") from err
-    if count != EMBEDDING_DIM or dtypes != {"int8"}:
-        raise ValueError(
-            f"{path} is not an embedding raster: {count} band(s) of {sorted(dtypes)}; expected "
-            f"{EMBEDDING_DIM} int8 bands {BAND_NAMES[0]}..{BAND_NAMES[-1]}"
-        )
-    if nodata is not None and nodata != NODATA:
-        raise ValueError(f"{path}: nodata is {nodata}; embedding rasters use {NODATA}")
-    if t.b != 0 or t.d != 0 or t.a <= 0 or t.e == 0:
-        raise ValueError(f"{path}: rotated or mirrored geotransform {tuple(t)[:6]} not supported")
-    if crs is None:
-        raise ValueError(f"{path} has no CRS")
-    bottom_up = t.e > 0
-    if bottom_up:
-        t = Affine(t.a, 0.0, t.c, 0.0, -t.e, t.f + h * t.e)
-    return _Source(path, crs, t, h, w, bottom_up)
-
-
-def _read_source(src: _Source, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-    """int8 (r1 - r0, c1 - c0, 64) of north-up rows [r0, r1) and columns [c0, c1)."""
-    import rasterio
-    from rasterio.windows import Window
-
-    fr0 = src.height - r1 if src.bottom_up else r0
-    with rasterio.open(src.path) as ds:
-        data = ds.read(window=Window(c0, fr0, c1 - c0, r1 - r0))
-    data = data.transpose(1, 2, 0)
-    if src.bottom_up:
-        data = data[::-1]
-    return np.ascontiguousarray(data)
-
-
-def _embedding_files(folder: str) -> list[str]:
-    """COGs under a folder, leaving out sidecars, temporary files and hidden scratch folders."""
-    out = []
-    for p in sorted(Path(folder).rglob("*")):
-        parts = p.relative_to(folder).parts
-        if not p.is_file() or files.is_temporary(p.name) or any(x.startswith(".") for x in parts):
-            continue
-        if p.suffix.lower() in (".tif", ".tiff") and not p.stem.endswith("_quality"):
-            out.append(str(p))
-    if not out:
-        raise FileNotFoundError(f"no embedding COGs (*.tif, *.tiff) under {folder}")
-    return out
-
-
-def _bbox_in(bbox: Sequence[float], bbox_crs: str, crs: Any) -> tuple[float, ...]:
-    """A bbox transformed into `crs` (densified edges)."""
-    import pyproj
-
-    dst = pyproj.CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
-    src = pyproj.CRS.from_user_input(bbox_crs)
-    if src == dst:
-        return tuple(float(v) for v in bbox)
-    tr = pyproj.Transformer.from_crs(src, dst, always_xy=True)
-    return tuple(tr.transform_bounds(*bbox, densify_pts=21))
-
-
-def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _stac_files(path: str, bbox: Sequence[float] | None, bbox_crs: str) -> list[str]:
-    """The `embedding` asset hrefs of a STAC catalog's, collection's or item's items."""
-    import pystac
-
-    try:
-        obj = pystac.read_file(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"STAC file not found: {path}") from None
-    except Exception as err:
-        raise ValueError(f"cannot read {path} as STAC: {err}") from err
-    items = [obj] if isinstance(obj, pystac.Item) else list(obj.get_items(recursive=True))
-    query = _bbox_in(bbox, bbox_crs, "EPSG:4326") if bbox is not None else None
-    out = []
-    for item in items:
-        if query is not None and item.bbox is not None and not _intersects(item.bbox, query):
-            continue
-        asset = item.assets.get("embedding")
-        if asset is None:
-            raise ValueError(f"STAC item {item.id!r} in {path} has no 'embedding' asset")
-        out.append(asset.get_absolute_href() or asset.href)
-    if not items:
-        raise ValueError(f"no STAC items in {path}")
-    return out
-
-
-def open_embeddings(
-    path_or_catalog: str | os.PathLike,
-    bbox: tuple[float, float, float, float] | None = None,
-    *,
-    bbox_crs: str = "EPSG:4326",
-) -> EmbeddingField:
-    """Open embeddings as a north-up float field: ours or the official AEF tiles alike.
-
-    Args:
-        path_or_catalog: a COG (ours, or an AEF tile stored bottom-up), a directory of COGs
-            (searched recursively; `*_quality.tif` sidecars skipped) or a STAC catalog,
-            collection or item JSON whose items carry an `embedding` asset.
-        bbox: (minx, miny, maxx, maxy) to crop to (the pixels it touches), or None for all.
-        bbox_crs: CRS of `bbox` (lon/lat by default).
-
-    Returns:
-        An EmbeddingField on one north-up grid; several files are mosaicked (NaN where none
-        covers a pixel).
-
-    Raises:
-        FileNotFoundError: a path (or a file a catalog names) does not exist.
-        ValueError: a file is not a 64-band int8 embedding raster, the files differ in CRS,
-            pixel size or grid alignment, overlap, or nothing intersects `bbox`.
-    """
-    target = os.fspath(path_or_catalog)
-    if target.lower().endswith(".json"):
-        files = _stac_files(target, bbox, bbox_crs)
-    elif not _is_remote(target) and os.path.isdir(target):
-        files = _embedding_files(target)
-    else:
-        files = [target]
-    sources = [_open_source(f) for f in files]
-    if bbox is not None:
-        sources = [s for s in sources if _intersects(s.bounds, _bbox_in(bbox, bbox_crs, s.crs))]
-    if not sources:
-        raise ValueError(f"no embedding raster in {target} intersects bbox {bbox} ({bbox_crs})")
-    crss = {s.crs.to_epsg() or s.crs.to_wkt() for s in sources}
-    if len(crss) > 1:
-        listing = ", ".join(f"{s.path} ({s.crs.to_string()})" for s in sources)
-        raise ValueError(f"cannot mosaic embeddings in different CRSs: {listing}")
-    first = sources[0]
-    px, py = first.transform.a, -first.transform.e
-    for s in sources[1:]:
-        if not (math.isclose(s.transform.a, px) and math.isclose(-s.transform.e, py)):
-            raise ValueError(
-                f"pixel sizes differ: {first.path} ({px}, {py}) and {s.path} "
-                f"({s.transform.a}, {-s.transform.e})"
-            )
-    x0 = min(s.bounds[0] for s in sources)
-    y0 = max(s.bounds[3] for s in sources)
-    offsets = []
-    for s in sources:
-        fc, fr = (s.transform.c - x0) / px, (y0 - s.transform.f) / py
-        c, r = round(fc), round(fr)
-        if abs(fc - c) > 1e-6 or abs(fr - r) > 1e-6:
-            raise ValueError(f"{s.path} is not aligned with the grid of {first.path}")
-        offsets.append((r, c))
-    height = max(r + s.height for (r, _), s in zip(offsets, sources, strict=True))
-    width = max(c + s.width for (_, c), s in zip(offsets, sources, strict=True))
-    r0, r1, c0, c1 = 0, height, 0, width
-    if bbox is not None:
-        bx0, by0, bx1, by1 = _bbox_in(bbox, bbox_crs, first.crs)
-        eps = 1e-9
-        c0 = max(0, math.floor((bx0 - x0) / px + eps))
-        c1 = min(width, math.ceil((bx1 - x0) / px - eps))
-        r0 = max(0, math.floor((y0 - by1) / py + eps))
-        r1 = min(height, math.ceil((y0 - by0) / py - eps))
-        if r1 <= r0 or c1 <= c0:
-            raise ValueError(f"bbox {bbox} ({bbox_crs}) does not intersect {target}")
-    q = np.full((r1 - r0, c1 - c0, EMBEDDING_DIM), NODATA, np.int8)
-    written = np.zeros((r1 - r0, c1 - c0), np.int16)
-    used = []
-    for (orow, ocol), s in zip(offsets, sources, strict=True):
-        # The part of this source inside the output window, in source and output coordinates.
-        sr0, sr1 = max(r0 - orow, 0), min(r1 - orow, s.height)
-        sc0, sc1 = max(c0 - ocol, 0), min(c1 - ocol, s.width)
-        if sr1 <= sr0 or sc1 <= sc0:
-            continue
-        dr, dc = orow + sr0 - r0, ocol + sc0 - c0
-        out = (slice(dr, dr + sr1 - sr0), slice(dc, dc + sc1 - sc0))
-        if written[out].any():
-            raise ValueError(
-                f"{s.path} overlaps another file in {target}; open one period at a time"
-            )
-        q[out] = _read_source(s, sr0, sr1, sc0, sc1)
-        written[out] += 1
-        used.append(s.path)
-    values = dequantize(q)
-    transform = Affine(px, 0.0, x0 + c0 * px, 0.0, -py, y0 - r0 * py)
-    return EmbeddingField(values, valid_mask(values), transform, first.crs, tuple(used))

@@ -40,10 +40,10 @@ first and padding frames (values 0, valid 0, times_ms 0, frame_valid 0) fill up 
 Only frames with at least one valid pixel are kept. Unknown geometry (NaN) is stored as 0.
 A static source (cop_dem) has one frame at `sensors.STATIC_TIME_MS`.
 
-This module imports no TF at import time (Beam workers and light tools import it):
+This module never imports TensorFlow (Beam workers and light tools import it):
 `example_features` / `serialize_example` build and encode examples with numpy and a small
-protobuf encoder, `decode_example` decodes them with numpy; only `tf_feature_spec` and
-`parse_examples` (for tf.data in model/) import TensorFlow, lazily.
+protobuf encoder, `decode_example` decodes them with numpy. The TensorFlow parser of the same
+layout (`tf_feature_spec`, `parse_examples`) is beam_jobs/io/tf_examples.py.
 """
 
 from __future__ import annotations
@@ -544,50 +544,4 @@ def decode_example(data: bytes) -> dict[str, np.ndarray]:
             out[name] = arr.reshape(spec.shape) if spec.shape else np.array(arr[0], dtype=object)
         else:
             out[name] = arr.reshape(spec.shape).astype(spec.dtype)
-    return out
-
-
-# ------------------------------------------------------------------------------- TensorFlow
-
-
-def tf_feature_spec(
-    *, patch_size: int, max_frames: int, sources: Sequence[str] = sensors.SOURCE_IDS
-) -> dict:
-    """name -> tf.io.FixedLenFeature for `tf.io.parse_example` (imports TensorFlow)."""
-    import tensorflow as tf
-
-    kinds = {"float": tf.float32, "int64": tf.int64, "bytes": tf.string}
-    return {
-        name: tf.io.FixedLenFeature(list(f.shape), kinds[f.stored])
-        for name, f in feature_layout(
-            patch_size=patch_size, max_frames=max_frames, sources=sources
-        ).items()
-    }
-
-
-def parse_examples(
-    serialized,
-    *,
-    patch_size: int,
-    max_frames: int,
-    sources: Sequence[str] = sensors.SOURCE_IDS,
-) -> dict:
-    """Serialized examples (a [B] or scalar string tensor) -> name -> tf.Tensor.
-
-    Shapes are those of `feature_layout` (with a leading batch dimension for a [B] input);
-    masks (`valid`, `frame_valid`) come back as tf.bool, the rest as stored. Use it in
-    tf.data: `ds.batch(B).map(functools.partial(parse_examples, patch_size=P, max_frames=T))`.
-    """
-    import tensorflow as tf
-
-    spec = tf_feature_spec(patch_size=patch_size, max_frames=max_frames, sources=sources)
-    serialized = tf.convert_to_tensor(serialized, dtype=tf.string)
-    if serialized.shape.rank == 0:
-        parsed = tf.io.parse_single_example(serialized, spec)
-    else:
-        parsed = tf.io.parse_example(serialized, spec)
-    layout = feature_layout(patch_size=patch_size, max_frames=max_frames, sources=sources)
-    out = {}
-    for name, tensor in parsed.items():
-        out[name] = tf.cast(tensor, tf.bool) if layout[name].dtype == "bool" else tensor
     return out

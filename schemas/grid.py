@@ -296,6 +296,12 @@ def parse_bbox(text: str | Sequence[float]) -> tuple[float, float, float, float]
     return minx, miny, maxx, maxy
 
 
+def bbox_intersects(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two (minx, miny, maxx, maxy) boxes in one CRS share a point; boxes that only
+    touch along an edge or at a corner do (closed boxes, the STAC reader's rule)."""
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
 def read_aoi(path: str | Path) -> shapely.Geometry:
     """A GeoJSON file (Feature, FeatureCollection or geometry; EPSG:4326) -> one geometry."""
     p = Path(path)

@@ -1,24 +1,72 @@
-"""Cloud-optimized GeoTIFF writing and validation.
+"""Cloud-optimized GeoTIFF writing and validation: the one GeoTIFF writer of the project.
 
 `write_cog` writes through GDAL's COG driver (tiling, overviews and the COG layout in one pass;
-much faster than rio-cogeo's translate) and publishes the file atomically: it writes
-`path + '.tmp-<uuid>'` and renames it, so readers never see a partial file and a rerun can
-trust any file that exists. `validate_cog` wraps rio-cogeo's validator.
+much faster than rio-cogeo's translate) and publishes the file atomically
+(`files.atomic_target`): it writes `path + '.tmp-<uuid>'` and renames it, so readers never see
+a partial file and a rerun can trust any file that exists. Every raster output goes through it:
+simulate's observation and label COGs, and the embedding COG and quality sidecar
+(beam_jobs/io/embeddings.py).
+
+Overviews are either GDAL's (`resampling` over the stored values) or given by the caller
+(`overview_levels`, e.g. the embeddings' renormalized means): then the pyramid is written level
+by level into plain GTiffs in a scratch folder beside `path`, tied together by a VRT whose bands
+list them as overviews, and copied by the COG driver with OVERVIEWS=FORCE_USE_EXISTING, so the
+overview pixels are exactly the given ones. `validate_cog` wraps rio-cogeo's validator.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.dtypes
+import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.windows import Window
 
-from schemas import files
+from beam_jobs.io import files
 
-COMPRESSIONS = ("DEFLATE", "ZSTD", "LZW", "NONE")
+COMPRESSIONS = ("ZSTD", "DEFLATE", "LZW", "NONE")
+
+# Rows per write of a scratch pyramid level.
+_STRIP = 256
+
+
+def cog_options(blocksize: int, compress: str) -> dict[str, str]:
+    """The COG driver's creation options for a tile size and a compression; checks both.
+
+    The horizontal predictor is used whenever the data are compressed.
+    """
+    compress = compress.upper()
+    if compress not in COMPRESSIONS:
+        raise ValueError(f"compress must be one of {COMPRESSIONS}; got {compress!r}")
+    if blocksize % 16 or blocksize <= 0:
+        raise ValueError(f"blocksize must be a positive multiple of 16; got {blocksize}")
+    opts = {"BLOCKSIZE": str(blocksize), "COMPRESS": compress, "BIGTIFF": "IF_SAFER"}
+    if compress != "NONE":
+        opts["PREDICTOR"] = "YES"
+    return opts
+
+
+def tag_strings(tags: Mapping[str, object] | None) -> dict[str, str]:
+    """Tags as GDAL metadata strings; GDAL splits a key at ':' or '=', so those are refused."""
+    out = {}
+    for k, v in (tags or {}).items():
+        key = str(k)
+        if not key or ":" in key or "=" in key:
+            raise ValueError(f"tag key {key!r} must be non-empty without ':' or '='")
+        out[key] = str(v)
+    return out
+
+
+def _as_crs(crs: str | int | CRS) -> CRS:
+    return CRS.from_epsg(crs) if isinstance(crs, int) else CRS.from_user_input(crs)
 
 
 def write_cog(
@@ -34,6 +82,9 @@ def write_cog(
     resampling: str = "average",
     blocksize: int = 256,
     compress: str = "DEFLATE",
+    overview_levels: Sequence[np.ndarray] | None = None,
+    scales: Sequence[float] | None = None,
+    offsets: Sequence[float] | None = None,
 ) -> str:
     """Write a (C, H, W) or (H, W) array as a COG, atomically.
 
@@ -44,12 +95,18 @@ def write_cog(
         crs: 'EPSG:32631', an EPSG integer, or a rasterio CRS.
         nodata: nodata value (NaN allowed for floats), or None.
         band_names: per-band descriptions.
-        tags: dataset-level metadata tags (values are stringified).
+        tags: dataset-level metadata tags (values are stringified; keys without ':' or '=').
         overviews: build internal overviews (GDAL picks the levels down to one block).
         resampling: overview resampling ('average' for continuous values, 'nearest' or 'mode'
             for classes and bit masks).
-        blocksize: internal tile size (256 or 512).
-        compress: DEFLATE, ZSTD, LZW or NONE. Predictors are chosen by GDAL.
+        blocksize: internal tile size (a multiple of 16: 256 or 512).
+        compress: ZSTD, DEFLATE, LZW or NONE (the horizontal predictor when compressed).
+        overview_levels: the overviews themselves instead of GDAL's: level k (k = 1, 2, ...)
+            is the 2^k reduction, (C, h_k, w_k) of the array's dtype; [] for none. Then
+            `overviews`, `resampling`, `scales` and `offsets` are not used, and the bands are
+            pixel-interleaved.
+        scales: per-band GDAL scale (physical = stored * scale + offset).
+        offsets: per-band GDAL offset.
 
     Returns:
         The path written.
@@ -59,14 +116,17 @@ def write_cog(
         data = data[None]
     if data.ndim != 3:
         raise ValueError(f"write_cog needs (C, H, W) or (H, W); got shape {data.shape}")
-    compress = compress.upper()
-    if compress not in COMPRESSIONS:
-        raise ValueError(f"compress must be one of {COMPRESSIONS}; got {compress!r}")
+    options = cog_options(blocksize, compress)
     if band_names is not None and len(band_names) != data.shape[0]:
         raise ValueError(f"{len(band_names)} band names for {data.shape[0]} bands")
-    if isinstance(crs, int):
-        crs = CRS.from_epsg(crs)
+    tags = tag_strings(tags)
+    crs = _as_crs(crs)
     path = os.fspath(path)
+    if overview_levels is not None:
+        _write_with_levels(
+            path, data, overview_levels, transform, crs, nodata, band_names, tags, options
+        )
+        return path
     profile = {
         "driver": "COG",
         "width": data.shape[2],
@@ -76,23 +136,118 @@ def write_cog(
         "crs": crs,
         "transform": transform,
         "nodata": nodata,
-        "BLOCKSIZE": blocksize,
-        "COMPRESS": compress,
         "OVERVIEWS": "AUTO" if overviews else "NONE",
         "OVERVIEW_RESAMPLING": resampling.upper(),
         "RESAMPLING": resampling.upper(),
-        "BIGTIFF": "IF_SAFER",
+        **options,
     }
-    if compress in ("DEFLATE", "ZSTD", "LZW"):
-        profile["PREDICTOR"] = "YES"
     with files.atomic_target(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(data)
         if band_names is not None:
             for i, name in enumerate(band_names, start=1):
                 dst.set_band_description(i, str(name))
+        if scales is not None:
+            dst.scales = list(scales)
+        if offsets is not None:
+            dst.offsets = list(offsets)
         if tags:
-            dst.update_tags(**{str(k): str(v) for k, v in tags.items()})
+            dst.update_tags(**tags)
     return path
+
+
+def _write_with_levels(
+    path: str,
+    data: np.ndarray,
+    levels: Sequence[np.ndarray],
+    transform: Affine,
+    crs: CRS,
+    nodata: float | int | None,
+    band_names: Sequence[str] | None,
+    tags: Mapping[str, str],
+    options: Mapping[str, str],
+) -> None:
+    """A COG whose overviews are `levels`, through a scratch pyramid and a VRT (module doc)."""
+    for k, level in enumerate(levels, start=1):
+        level = np.asarray(level)
+        if level.ndim != 3 or level.shape[0] != data.shape[0] or level.dtype != data.dtype:
+            raise ValueError(
+                f"overview level {k} must be ({data.shape[0]}, h, w) {data.dtype}; "
+                f"got {level.dtype} {level.shape}"
+            )
+    wkt = crs.to_wkt()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(dir=Path(path).parent, prefix=".cog-levels-") as work,
+        files.atomic_target(path) as tmp,
+    ):
+        paths = []
+        for k, level in enumerate([data, *levels]):
+            paths.append(os.path.join(work, f"level{k}.tif"))
+            _write_level(paths[-1], np.asarray(level), transform @ Affine.scale(2**k), wkt, nodata)
+        vrt = os.path.join(work, "pyramid.vrt")
+        Path(vrt).write_text(_overview_vrt(paths, data, transform, wkt, nodata, band_names, tags))
+        rasterio.shutil.copy(
+            vrt, tmp, driver="COG", OVERVIEWS="FORCE_USE_EXISTING" if levels else "NONE", **options
+        )
+
+
+def _write_level(
+    path: str, data: np.ndarray, transform: Affine, wkt: str, nodata: float | int | None
+) -> None:
+    """A plain, uncompressed, pixel-interleaved GTiff of one pyramid level, a strip at a time."""
+    c, h, w = data.shape
+    profile = {
+        "driver": "GTiff",
+        "width": w,
+        "height": h,
+        "count": c,
+        "dtype": data.dtype.name,
+        "nodata": nodata,
+        "crs": wkt,
+        "transform": transform,
+        "interleave": "pixel",
+        "BIGTIFF": "IF_SAFER",
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        for r0 in range(0, h, _STRIP):
+            r1 = min(r0 + _STRIP, h)
+            dst.write(data[:, r0:r1], window=Window(0, r0, w, r1 - r0))
+
+
+def _overview_vrt(
+    level_paths: Sequence[str],
+    data: np.ndarray,
+    transform: Affine,
+    wkt: str,
+    nodata: float | int | None,
+    band_names: Sequence[str] | None,
+    tags: Mapping[str, str],
+) -> str:
+    """VRT XML of the full-resolution level whose bands list the other levels as overviews."""
+    c, h, w = data.shape
+    root = ET.Element("VRTDataset", rasterXSize=str(w), rasterYSize=str(h))
+    ET.SubElement(root, "SRS").text = wkt
+    ET.SubElement(root, "GeoTransform").text = ", ".join(
+        repr(float(v)) for v in transform.to_gdal()
+    )
+    md = ET.SubElement(root, "Metadata")
+    for k, v in tags.items():
+        ET.SubElement(md, "MDI", key=k).text = v
+    data_type = rasterio.dtypes._gdal_typename(data.dtype.name)
+    for b in range(1, c + 1):
+        band = ET.SubElement(root, "VRTRasterBand", dataType=data_type, band=str(b))
+        if band_names is not None:
+            ET.SubElement(band, "Description").text = str(band_names[b - 1])
+        if nodata is not None:
+            ET.SubElement(band, "NoDataValue").text = str(nodata)
+        src = ET.SubElement(band, "SimpleSource")
+        ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = level_paths[0]
+        ET.SubElement(src, "SourceBand").text = str(b)
+        for p in level_paths[1:]:
+            ov = ET.SubElement(band, "Overview")
+            ET.SubElement(ov, "SourceFilename", relativeToVRT="0").text = p
+            ET.SubElement(ov, "SourceBand").text = str(b)
+    return ET.tostring(root, encoding="unicode")
 
 
 def validate_cog(path: str | os.PathLike) -> tuple[bool, list[str], list[str]]:

@@ -50,7 +50,7 @@ from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject, transform_bounds
 
 from schemas import sensors
-from schemas.grid import PIXEL_SIZE_M, GridWindow
+from schemas.grid import PIXEL_SIZE_M, GridWindow, bbox_intersects
 from schemas.observations import Observations, SourceFrames
 
 log = logging.getLogger(__name__)
@@ -205,10 +205,6 @@ def item_ref(item: pystac.Item, source: str) -> ItemRef:
     )
 
 
-def _bbox_intersects(a: Sequence[float], b: Sequence[float]) -> bool:
-    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
-
-
 class StacCatalog:
     """A static STAC catalog, walked once and indexed by source id (= collection id).
 
@@ -279,7 +275,7 @@ class StacCatalog:
             for i in range(lo, hi)
             if bbox_lonlat is None
             or refs[i].bbox is None
-            or _bbox_intersects(refs[i].bbox, bbox_lonlat)
+            or bbox_intersects(refs[i].bbox, bbox_lonlat)
         ]
 
     def item_refs(

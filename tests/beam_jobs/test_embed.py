@@ -25,6 +25,7 @@ import shapely
 from fake_bundles import SpatialMeanS2Bundle
 
 from beam_jobs import embed, inference, runner, simulate
+from beam_jobs.io import embeddings
 from beam_jobs.io.cog import validate_cog
 from schemas import embedding
 from schemas.grid import GridWindow, Tile, utm_to_lonlat
@@ -372,7 +373,7 @@ def test_clean_run_outputs(clean_run):
     assert manifest["model"]["version"] == "fake-spatial-1"
     assert manifest["period"]["start"].startswith("2023-05-01")
     assert (out / "deadletter.jsonl").read_text() == ""
-    field = embedding.open_embeddings(str(out / "collection.json"))
+    field = embeddings.open_embeddings(str(out / "collection.json"))
     assert field.valid.sum() == total_valid
 
 
@@ -413,7 +414,7 @@ def test_failure_then_rerun_equals_clean_run(
         (calls / str(n)).touch()
         if n == 1:  # the second tile: leave a partial tile behind, then die
             q, quality = embed.assemble_tile(tile, spec.chip_size, results)
-            embedding.write_quality_cog(
+            embeddings.write_quality_cog(
                 spec.tile_path(tile, "_quality.tif"), quality, tile.transform, "EPSG:32631"
             )
             raise RuntimeError("injected failure while writing a tile")

@@ -2,7 +2,7 @@
 
 Each stage runs through its command-line entry point (as a user would) with a model shrunk
 to train in seconds; the test asserts the hand-offs: the bundle loads, the embedding COGs
-hold unit vectors that open with `schemas.embedding.open_embeddings`, and the evaluation
+hold unit vectors that open with `beam_jobs.io.embeddings.open_embeddings`, and the evaluation
 harness scores the bundle.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from beam_jobs import build_training_data, embed, simulate
+from beam_jobs.io import embeddings
 from model import export, load_bundle
 from model import main as train_main
-from schemas import embedding
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +79,7 @@ def test_simulate_build_train_export_embed(tmp_path):
         p for p in glob.glob(str(out / "2023" / "*" / "*.tif")) if not p.endswith("_quality.tif")
     )
     assert cogs
-    field = embedding.open_embeddings(cogs[0])
+    field = embeddings.open_embeddings(cogs[0])
     v = field.values[field.valid]
     assert v.shape[1] == 64 and len(v) > 0.9 * field.valid.size
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=0.02)

@@ -170,3 +170,21 @@ def test_window_for_geometry_is_grid_aligned():
     w = grid.window_for_geometry(shapely.box(4.3, 50.8, 4.31, 50.81), 32631)
     assert w.x0 % 10 == 0 and w.y0 % 10 == 0
     assert 60 < w.width < 80 and 100 < w.height < 120
+
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ((0, 0, 10, 10), (5, 5, 15, 15), True),  # overlap
+        ((0, 0, 10, 10), (10, 0, 20, 10), True),  # touching edge (x = 10): closed boxes
+        ((0, 0, 10, 10), (10, 10, 20, 20), True),  # touching corner
+        ((0, 0, 10, 10), (0, -5, 10, 0), True),  # touching edge (y = 0)
+        ((0, 0, 10, 10), (10.5, 0, 20, 10), False),  # disjoint in x
+        ((0, 0, 10, 10), (0, 11, 10, 20), False),  # disjoint in y
+        ((0, 0, 10, 10), (2, 3, 4, 5), True),  # containment
+        ((2, 3, 4, 5), (0, 0, 10, 10), True),  # containment, the other way
+    ],
+)
+def test_bbox_intersects_by_hand(a, b, expected):
+    assert grid.bbox_intersects(a, b) is expected
+    assert grid.bbox_intersects(b, a) is expected  # symmetric

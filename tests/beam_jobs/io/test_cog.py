@@ -9,7 +9,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from beam_jobs.io.cog import validate_cog, write_cog
+from beam_jobs.io.cog import cog_options, tag_strings, validate_cog, write_cog
 
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5600000.0)
 
@@ -89,3 +89,70 @@ def test_validate_reports_non_cog(tmp_path):
     ok, errors, warnings = validate_cog(path)
     assert not ok
     assert errors or warnings
+
+
+def test_given_overview_levels_are_stored_exactly(tmp_path):
+    # Level k is the 2^k reduction: 40 x 30 -> 20 x 15 -> 10 x 8. Values GDAL's averaging
+    # would never produce from the full level, so the test sees whose overviews were stored.
+    data = np.arange(2 * 40 * 30, dtype=np.int16).reshape(2, 40, 30)
+    l1 = np.full((2, 20, 15), -7, np.int16)
+    l2 = np.full((2, 10, 8), 99, np.int16)
+    l2[1, 0, 0] = -1
+    path = write_cog(
+        tmp_path / "p.tif",
+        data,
+        TRANSFORM,
+        32631,
+        nodata=-1,
+        band_names=["a", "b"],
+        tags={"rule": "given"},
+        compress="zstd",
+        overview_levels=[l1, l2],
+    )
+    ok, errors, warnings = validate_cog(path)
+    assert ok and errors == [] and warnings == []
+    assert os.listdir(tmp_path) == ["p.tif"]  # no scratch pyramid left
+    with rasterio.open(path) as src:
+        np.testing.assert_array_equal(src.read(), data)
+        assert src.overviews(1) == [2, 4] and src.descriptions == ("a", "b")
+        assert src.nodata == -1 and src.tags()["rule"] == "given"
+        assert src.profile["interleave"] == "pixel" and src.transform == TRANSFORM
+    for k, level in enumerate([l1, l2]):
+        with rasterio.open(path, OVERVIEW_LEVEL=k) as ov:
+            np.testing.assert_array_equal(ov.read(), level)
+    write_cog(tmp_path / "p.tif", data, TRANSFORM, 32631, nodata=-1, overview_levels=[])
+    with rasterio.open(tmp_path / "p.tif") as src:
+        assert src.overviews(1) == []
+    with pytest.raises(ValueError, match="overview level 1"):
+        write_cog(tmp_path / "q.tif", data, TRANSFORM, 32631, nodata=-1, overview_levels=[l1[:1]])
+    with pytest.raises(ValueError, match="overview level 2"):
+        bad = l2.astype(np.int32)
+        write_cog(tmp_path / "q.tif", data, TRANSFORM, 32631, nodata=-1, overview_levels=[l1, bad])
+    assert sorted(os.listdir(tmp_path)) == ["p.tif"]
+
+
+def test_scales_offsets_and_option_checks(tmp_path):
+    path = write_cog(
+        tmp_path / "s.tif",
+        np.ones((2, 20, 20), np.uint8),
+        TRANSFORM,
+        32631,
+        nodata=255,
+        scales=[1.0, 0.005],
+        offsets=[0.0, 0.0],
+    )
+    with rasterio.open(path) as src:
+        assert src.scales == (1.0, 0.005) and src.offsets == (0.0, 0.0)
+    assert cog_options(512, "zstd") == {
+        "BLOCKSIZE": "512",
+        "COMPRESS": "ZSTD",
+        "BIGTIFF": "IF_SAFER",
+        "PREDICTOR": "YES",
+    }
+    assert "PREDICTOR" not in cog_options(256, "none")
+    with pytest.raises(ValueError, match="multiple of 16"):
+        cog_options(100, "DEFLATE")
+    assert tag_strings({"year": 2023, 1: 2.5}) == {"year": "2023", "1": "2.5"}
+    for key in ("model:version", "a=b", ""):
+        with pytest.raises(ValueError, match="tag key"):
+            tag_strings({key: 1})

@@ -7,8 +7,8 @@ deleted if it fails. The temporary keeps the destination's name as its prefix, s
 find and delete what a killed (not failed) writer left (`is_temporary`), and it never matches
 a glob on the destination's extension (`train-*.tfrecord.gz`, `*.tif`).
 
-An object store (`scheme://...`) publishes an object only when it is closed, so there the
-destination itself is yielded.
+An object store (`scheme://...`) publishes an object only when it is closed, so there (and for
+a GDAL virtual path, `/vsi...`) the destination itself is yielded.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ TEMP_MARK = ".tmp-"
 
 
 def is_remote(path: str | os.PathLike) -> bool:
-    return "://" in os.fspath(path)
+    """Whether a path is not a plain local file: a URL (`scheme://...`) or a GDAL virtual file
+    system path (`/vsigs/...`, `/vsimem/...`). The one test of it in the project."""
+    path = os.fspath(path)
+    return "://" in path or path.startswith("/vsi")
 
 
 def is_temporary(name: str) -> bool:

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from schemas import files
+from beam_jobs.io import files
 
 
 def test_atomic_target_renames_on_success_and_creates_the_folder(tmp_path):
@@ -46,3 +46,10 @@ def test_is_temporary():
     assert files.is_temporary("/o/2023/31N/32631_1_2.tif.tmp-0123abcd")
     assert not files.is_temporary("/o/2023/31N/32631_1_2.tif")
     assert not files.is_temporary("/data.tmp-dir/x.tif")  # only the name counts
+
+
+def test_is_remote_urls_and_gdal_virtual_paths():
+    for path in ("gs://b/k.tif", "https://h/a.tif", "file:///tmp/x", "/vsigs/b/k.tif", "/vsimem/x"):
+        assert files.is_remote(path), path
+    for path in ("/tmp/x.tif", "relative/x.tif", "/data/vsi/x.tif", "C:/x.tif"):
+        assert not files.is_remote(path), path

@@ -56,6 +56,7 @@ import logging
 import math
 import posixpath
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
@@ -64,8 +65,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_jobs import runner
-from schemas import composite, examples, files, sensors
+from beam_jobs import progress, runner
+from beam_jobs.flags import DEFAULT_NUM_SAMPLES
+from beam_jobs.flags import build_training_data_parser as build_parser
+from beam_jobs.io import files
+from schemas import composite, examples, sensors
 from schemas.grid import GridWindow, aoi_geometry, utm_epsg, window_for_geometry
 from schemas.observations import Observations
 
@@ -80,8 +84,6 @@ SIM_PARAMS = "sim_params.json"
 FULL_PERIOD_FRACTION = 0.5
 MIN_SUBPERIOD_MONTHS = 3
 MAX_SUBPERIOD_MONTHS = 11
-DEFAULT_NUM_SAMPLES = 256
-DEFAULT_EVAL_FRACTION = 0.1
 STATS_FILE = "stats.json"
 DEADLETTER_FILE = "deadletter.jsonl"
 TRANSFORM_FN_DIR = "transform_fn"
@@ -613,15 +615,28 @@ class _EvalShiftFn(beam.CombineFn):
 class _BuildExamplesFn(beam.DoFn):
     """Shared by both inputs: count, build, route failures to the dead-letter output."""
 
-    def __init__(self, *, max_frames: int, composite_mode: str):
+    def __init__(
+        self, *, max_frames: int, composite_mode: str, progress_of: tuple[str, int] | None = None
+    ):
         self._max_frames = max_frames
         self._composite = composite_mode
+        self._progress_of = progress_of  # (run id, samples): beam_jobs/progress.py
+        self._progress = None
         self._written = Metrics.counter(NAMESPACE, "samples_written")
         self._failed = Metrics.counter(NAMESPACE, "samples_failed")
         self._empty = Metrics.counter(NAMESPACE, "samples_without_observations")
         self._frames = {
             s: Metrics.distribution(NAMESPACE, f"frames_{s}") for s in sensors.SOURCE_IDS
         }
+
+    def setup(self):
+        if self._progress_of:
+            run_id, total = self._progress_of
+            self._progress = progress.tracker(run_id, "build-training-data", total, "samples")
+
+    def _tick(self) -> None:
+        if self._progress:
+            self._progress.add(1)
 
     def _emit(
         self,
@@ -632,6 +647,7 @@ class _BuildExamplesFn(beam.DoFn):
     ) -> Iterator:
         if obs.errors:
             self._failed.inc()
+            self._tick()
             reason = "read errors: " + "; ".join(obs.errors[:5])
             yield beam.pvalue.TaggedOutput(DEADLETTER, deadletter_record(spec, reason))
             return
@@ -643,6 +659,7 @@ class _BuildExamplesFn(beam.DoFn):
             location=location,
             class_names=class_names,
         )
+        self._tick()
         if not has_observations(feats):
             self._empty.inc()
             self._failed.inc()
@@ -665,8 +682,11 @@ class BuildPatchExamplesFn(_BuildExamplesFn):
         max_frames: int,
         composite_mode: str,
         class_names: Mapping[int, Mapping[int, str]],
+        progress_of: tuple[str, int] | None = None,
     ):
-        super().__init__(max_frames=max_frames, composite_mode=composite_mode)
+        super().__init__(
+            max_frames=max_frames, composite_mode=composite_mode, progress_of=progress_of
+        )
         self._stac_path = stac_path
         self._class_names = {int(k): dict(v) for k, v in class_names.items()}
         self._catalog = None
@@ -674,6 +694,7 @@ class BuildPatchExamplesFn(_BuildExamplesFn):
     def setup(self):
         from beam_jobs.io import stac
 
+        super().setup()
         self._catalog = stac.StacCatalog.open(self._stac_path)
 
     def process(self, spec: SampleSpec) -> Iterator:
@@ -683,6 +704,7 @@ class BuildPatchExamplesFn(_BuildExamplesFn):
             obs = stac.read_observations(self._catalog, spec.window, *spec.support)
         except Exception as e:  # an I/O boundary: any failure is this sample's, dead-letter it
             self._failed.inc()
+            self._tick()
             reason = f"read failed: {type(e).__name__}: {e}"
             yield beam.pvalue.TaggedOutput(DEADLETTER, deadletter_record(spec, reason))
             return
@@ -697,14 +719,24 @@ class BuildPatchExamplesFn(_BuildExamplesFn):
 class BuildPointExamplesFn(_BuildExamplesFn):
     """SampleSpec of a point -> (split, serialized example, band moments) | dead letter."""
 
-    def __init__(self, table_path: str, *, max_frames: int, composite_mode: str):
-        super().__init__(max_frames=max_frames, composite_mode=composite_mode)
+    def __init__(
+        self,
+        table_path: str,
+        *,
+        max_frames: int,
+        composite_mode: str,
+        progress_of: tuple[str, int] | None = None,
+    ):
+        super().__init__(
+            max_frames=max_frames, composite_mode=composite_mode, progress_of=progress_of
+        )
         self._table_path = table_path
         self._obs: Observations | None = None
 
     def setup(self):
         from beam_jobs.io import points
 
+        super().setup()
         # One read per worker; the table is small next to the examples built from it.
         self._obs = points.read_point_table(self._table_path)
 
@@ -968,31 +1000,6 @@ def build_pipeline(
     return pipeline
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The job's own options (Beam options pass through separately)."""
-    p = argparse.ArgumentParser(
-        prog="earthembed build-training-data",
-        description="STAC catalog or point table -> sharded TFRecords + tf.Transform stats",
-    )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--stac", help="STAC catalog.json (static catalog)")
-    src.add_argument("--observations", help="point observation table (Parquet, long format)")
-    p.add_argument("--bbox", help="lon/lat minx,miny,maxx,maxy (default: labels or catalog)")
-    p.add_argument("--aoi", help="GeoJSON AOI file (EPSG:4326)")
-    p.add_argument("--years", help="2023,2024 or 2022-2024 (required with --stac)")
-    p.add_argument("--num-samples", type=int, default=None, help="patches (default 256) or points")
-    p.add_argument("--patch-size", type=int, default=None, help="P (default 128; point tables: 1)")
-    p.add_argument("--max-frames", type=int, default=examples.DEFAULT_MAX_FRAMES)
-    p.add_argument("--eval-fraction", type=float, default=DEFAULT_EVAL_FRACTION)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--composite", choices=("none", "monthly"), default="none")
-    p.add_argument("--subperiods", type=int, default=1, help="extra random periods per point")
-    p.add_argument("--out", required=True, help="output directory (local or gs://)")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
-    p.add_argument("--verbose", action="store_true")
-    return p
-
-
 def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = build_parser()
     args, beam_args = p.parse_known_args(argv)
@@ -1078,6 +1085,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             max_frames=args.max_frames,
             composite_mode=args.composite,
             class_names=class_names,
+            progress_of=(uuid.uuid4().hex, len(specs)),
         )
         meta.update(
             source=args.stac,
@@ -1098,7 +1106,10 @@ def run(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
         )
         build_fn = BuildPointExamplesFn(
-            args.observations, max_frames=args.max_frames, composite_mode=args.composite
+            args.observations,
+            max_frames=args.max_frames,
+            composite_mode=args.composite,
+            progress_of=(uuid.uuid4().hex, len(specs)),
         )
         meta.update(patch_size=1, source=args.observations, points=len(table.point_ids))
     log.info("planned %d samples", len(specs))

@@ -1,43 +1,88 @@
-"""`earthembed <job> ...`: dispatch to each job's `run(argv)`.
+"""`earthembed <command> ...`: dispatch to each command's `run(argv)`.
 
-Modules are imported lazily so `earthembed --help` and light jobs start fast.
+Nothing is imported before a command is chosen, and `earthembed <command> --help` imports only
+the command's parser (beam_jobs/flags.py for the Beam jobs), not the job: Beam, TensorFlow and
+JAX take seconds to import, help takes none of them.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from typing import NamedTuple
 
-# command -> module with a `run(argv=None)` function.
-JOBS: dict[str, tuple[str, str]] = {
-    "simulate": ("beam_jobs.simulate", "simulate a multi-sensor region as a STAC catalog of COGs"),
-    "build-training-data": (
+
+class Command(NamedTuple):
+    module: str  # has `run(argv=None)`
+    parser: str  # "module:function" returning the command's argparse parser
+    summary: str
+
+
+JOBS: dict[str, Command] = {
+    "simulate": Command(
+        "beam_jobs.simulate",
+        "beam_jobs.flags:simulate_parser",
+        "simulate a multi-sensor region as a STAC catalog of COGs",
+    ),
+    "build-training-data": Command(
         "beam_jobs.build_training_data",
+        "beam_jobs.flags:build_training_data_parser",
         "STAC catalog or point table -> sharded TFRecords + tf.Transform stats",
     ),
-    "inspect-tfrecords": (
+    "inspect-tfrecords": Command(
         "beam_jobs.inspect_tfrecords",
+        "beam_jobs.flags:inspect_tfrecords_parser",
         "counts, ranges and a PNG strip of TFRecords",
     ),
-    "evaluate": (
+    "evaluate": Command(
         "evaluation.evaluate",
+        "evaluation.evaluate:build_parser",
         "few-shot probes: embeddings vs designed-feature baselines",
     ),
-    "train": ("model.main", "train the Flax embedding model"),
-    "export": ("model.export", "export a trained workdir as a model bundle"),
-    "embed": ("beam_jobs.embed", "AOI + year -> int8 COG + GeoParquet + STAC embedding tiles"),
-    "embed-points": ("beam_jobs.embed_points", "point observation table -> GeoParquet embeddings"),
-    "cloud": ("beam_jobs.cloud", "build and run the Dataflow flex templates (gcloud)"),
+    "train": Command("model.main", "model.main:build_parser", "train the Flax embedding model"),
+    "export": Command(
+        "model.export", "model.export:build_parser", "export a trained workdir as a model bundle"
+    ),
+    "embed": Command(
+        "beam_jobs.embed",
+        "beam_jobs.flags:embed_parser",
+        "AOI + year -> int8 COG + GeoParquet + STAC embedding tiles",
+    ),
+    "embed-points": Command(
+        "beam_jobs.embed_points",
+        "beam_jobs.flags:embed_points_parser",
+        "point observation table -> GeoParquet embeddings",
+    ),
+    "cloud": Command(
+        "beam_jobs.cloud",
+        "beam_jobs.flags:cloud_parser",
+        "build and run the Dataflow flex templates (gcloud)",
+    ),
 }
 
 
 def _usage() -> str:
     lines = ["usage: earthembed <command> [options]", "", "commands:"]
-    for name, (_, help_) in JOBS.items():
-        lines.append(f"  {name:<22}{help_}")
+    for name, command in JOBS.items():
+        lines.append(f"  {name:<22}{command.summary}")
     lines.append("")
-    lines.append("`earthembed <command> --help` lists a command's options.")
+    lines.append("`earthembed <command> --help` lists a command's options and their defaults.")
     return "\n".join(lines)
+
+
+def _import(cmd: str, module_name: str):
+    """The module, or None (with a message) when this build lacks it."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            print(
+                f"earthembed: command {cmd!r} is not available in this build ({module_name} missing)",
+                file=sys.stderr,
+            )
+            return None
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,17 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in JOBS:
         print(f"earthembed: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module_name, _ = JOBS[cmd]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and module_name.startswith(e.name):
-            print(
-                f"earthembed: command {cmd!r} is not available in this build ({module_name} missing)",
-                file=sys.stderr,
-            )
+    command = JOBS[cmd]
+    if "-h" in rest or "--help" in rest:
+        module_name, func = command.parser.split(":")
+        module = _import(cmd, module_name)
+        if module is None:
             return 2
-        raise
+        getattr(module, func)().print_help()
+        return 0
+    # TensorFlow's C++ start-up INFO lines (CPU features, no CUDA) say nothing to a user;
+    # its warnings and errors still print.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    module = _import(cmd, command.module)
+    if module is None:
+        return 2
     result = module.run(rest)
     return int(result) if isinstance(result, int) else 0
 

@@ -51,10 +51,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from beam_jobs.flags import GPU_MACHINE_TYPE, REPO_ROOT, TEMPLATE_JOBS
+from beam_jobs.flags import cloud_parser as build_parser
+
 REPOSITORY = "earthembed"  # the Artifact Registry repository
 IMAGE_NAME = "earthembed"
-JOBS = ("simulate", "build_training_data", "embed", "embed_points")
+JOBS = TEMPLATE_JOBS
 GPU_JOBS = ("embed", "embed_points")  # the jobs that run the model
 # Job options that are not template parameters, and why.
 EXCLUDED_OPTIONS: dict[str, dict[str, str]] = {
@@ -65,7 +67,6 @@ EXCLUDED_OPTIONS: dict[str, dict[str, str]] = {
 CLOUDBUILD_CONFIG = "templates/cloudbuild.yaml"
 DOCKERFILE = "templates/Dockerfile"
 DOCKERFILE_GPU = "templates/Dockerfile.gpu"
-GPU_MACHINE_TYPE = "g2-standard-8"  # the L4 GPU comes only with G2 machine types
 GPU_ACCELERATOR = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
@@ -459,34 +460,6 @@ def template_argv(parser: argparse.ArgumentParser, argv: Sequence[str] | None = 
 
 
 # ---------------------------------------------------------------------------------- CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="earthembed cloud",
-        allow_abbrev=False,  # a job parameter must never pass for an abbreviated option here
-        description="Build and run the Dataflow flex templates (templates/) with gcloud.",
-        epilog="Job parameters follow as --key value (see templates/JOB/metadata.json); a job "
-        "parameter whose name is also an option here goes in --parameters key=value.",
-    )
-    p.add_argument("action", choices=("build", "run"))
-    p.add_argument("job", help=f"{', '.join(JOBS)}; build also takes all")
-    p.add_argument("--project", required=True, help="Google Cloud project id")
-    p.add_argument("--region", required=True, help="e.g. europe-west1 (Dataflow, Cloud Build)")
-    p.add_argument("--bucket", required=True, help="bucket for templates, staging and temp")
-    p.add_argument("--gpu", action="store_true", help="CUDA image; run: one L4 per G2 worker")
-    p.add_argument("--dry-run", action="store_true", help="print the gcloud commands only")
-    p.add_argument("--service-account", help="worker service account email")
-    p.add_argument("--network", help="VPC network")
-    p.add_argument("--subnetwork", help="subnetwork, e.g. regions/R/subnetworks/S")
-    p.add_argument("--max-workers", type=int, help="autoscaling ceiling")
-    p.add_argument("--machine-type", help=f"worker machine type (--gpu: {GPU_MACHINE_TYPE})")
-    p.add_argument("--job-name", help="Dataflow job name (default earthembed-JOB-TIMESTAMP)")
-    p.add_argument("--image-version", help="image tag (default: the package version)")
-    p.add_argument("--skip-image", action="store_true", help="build: reuse the pushed image")
-    p.add_argument("--parameters", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
-    p.add_argument("--source", type=Path, default=REPO_ROOT, help="repository root")
-    return p
 
 
 def run(argv: list[str] | None = None) -> int:

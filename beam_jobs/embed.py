@@ -77,6 +77,7 @@ import posixpath
 import shlex
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
-from beam_jobs import inference, runner
+from beam_jobs import inference, progress, runner
+from beam_jobs.flags import DEFAULT_CHIP_SIZE as DEFAULT_CHIP_SIZE  # re-exported: benchmarks
+from beam_jobs.flags import DEFAULT_HALO as DEFAULT_HALO
+from beam_jobs.flags import DEFAULT_MODEL as DEFAULT_MODEL
+from beam_jobs.flags import embed_parser as build_parser
 from beam_jobs.io import embeddings, files
 from schemas import embedding, sensors
 from schemas.grid import (
@@ -107,14 +112,6 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "embed"
 FORMATS = ("cog", "parquet", "stac")
-DEFAULT_FORMATS = "cog,parquet,stac"
-DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "model" / "weights" / "tiny")
-DEFAULT_TILE_SIZE = 1024
-DEFAULT_CHIP_SIZE = 96
-DEFAULT_HALO = 16
-# Chips per side read in one window: one 320 px read of 3 x 3 chips of the demo (a year, every
-# source) takes 2.7 s against 4.8 s for nine 128 px reads, at ~0.5 GB in memory.
-DEFAULT_READ_BLOCK = 3
 MANIFEST_FILE = "manifest.json"
 DEADLETTER_FILE = "deadletter.jsonl"
 COLLECTION_FILE = "collection.json"
@@ -251,6 +248,29 @@ def chips_in_aoi(tile: Tile, spec: EmbedSpec) -> list[Chip]:
         if aoi.intersects(box) and aoi.intersection(box).area > 0:
             keep.append(c)
     return keep
+
+
+def count_chips_in_aoi(tile: Tile, spec: EmbedSpec) -> int:
+    """len(chips_in_aoi(tile, spec)), without testing each chip of a tile inside the AOI."""
+    wkb = spec.aoi_wkb.get(tile.epsg)
+    if wkb is not None and shapely.from_wkb(wkb).contains(shapely.box(*tile.window.bounds)):
+        return len(tile.chips(spec.chip_size, spec.halo))
+    return len(chips_in_aoi(tile, spec))
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressTotals:
+    """What the progress lines count against (beam_jobs/progress.py); `run_id` names the run."""
+
+    run_id: str
+    chips: int
+    tiles: int
+
+    def tracker(self) -> progress.Progress:
+        """This process's tracker of the run."""
+        return progress.tracker(
+            self.run_id, "embed", self.chips, "chips", groups=(self.tiles, "tiles"), pixels=True
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -657,9 +677,14 @@ class SkipCompleteTilesFn(beam.DoFn):
 
     COMPLETE = "complete"
 
-    def __init__(self, spec: EmbedSpec):
+    def __init__(self, spec: EmbedSpec, totals: ProgressTotals | None = None):
         self._spec = spec
+        self._totals = totals
+        self._progress = None
         self._skipped = Metrics.counter(NAMESPACE, "tiles_skipped")
+
+    def setup(self):
+        self._progress = self._totals.tracker() if self._totals else None
 
     def process(self, tile: Tile) -> Iterator:
         summary = completed_summary(self._spec, tile)
@@ -668,6 +693,10 @@ class SkipCompleteTilesFn(beam.DoFn):
             return
         self._skipped.inc()
         log.info("tile %s: complete from an earlier run, skipped", tile.id)
+        if self._progress:
+            chips = int(summary.get("chips_embedded", 0)) + int(summary.get("chips_failed", 0))
+            self._progress.add(0, skipped=chips)
+            self._progress.add_group()
         yield beam.pvalue.TaggedOutput(self.COMPLETE, {**summary, "written_now": False})
 
 
@@ -694,8 +723,10 @@ class ReadChipsFn(beam.DoFn):
 
     FAILED = "failed"
 
-    def __init__(self, spec: EmbedSpec):
+    def __init__(self, spec: EmbedSpec, totals: ProgressTotals | None = None):
         self._spec = spec
+        self._totals = totals
+        self._progress = None
         self._catalog = None
         self._failed = Metrics.counter(NAMESPACE, "chips_failed")
         self._read_ms = Metrics.distribution(NAMESPACE, "block_read_ms")
@@ -704,6 +735,7 @@ class ReadChipsFn(beam.DoFn):
         from beam_jobs.io import stac
 
         self._catalog = stac.StacCatalog.open(self._spec.stac)
+        self._progress = self._totals.tracker() if self._totals else None
 
     def process(self, block: ReadBlock) -> Iterator:
         from beam_jobs.io import stac
@@ -730,6 +762,8 @@ class ReadChipsFn(beam.DoFn):
         for chip in block.chips:
             self._failed.inc()
             log.warning("chip %s dead-lettered: %s", chip.id, error)
+            if self._progress:
+                self._progress.add(1)
             yield beam.pvalue.TaggedOutput(
                 self.FAILED, (chip.tile.id, ("chip", failed_chip(chip, error)))
             )
@@ -738,24 +772,36 @@ class ReadChipsFn(beam.DoFn):
 class CollectChipFn(beam.DoFn):
     """(chip, PredictionResult) -> (tile_id, ('chip', ChipResult)): quantized core + quality."""
 
-    def __init__(self, spec: EmbedSpec):
+    def __init__(self, spec: EmbedSpec, totals: ProgressTotals | None = None):
         self._spec = spec
+        self._totals = totals
+        self._progress = None
         self._chips = Metrics.counter(NAMESPACE, "chips")
         self._pixels = Metrics.counter(NAMESPACE, "pixels")
+
+    def setup(self):
+        self._progress = self._totals.tracker() if self._totals else None
 
     def process(self, keyed: tuple[Chip, PredictionResult]) -> Iterator:
         chip, result = keyed
         res = chip_result(chip, np.asarray(result.inference), result.example.obs, self._spec)
         self._chips.inc()
         self._pixels.inc(res.valid_pixels)
+        if self._progress:
+            self._progress.add(1, pixels=res.valid_pixels)
         yield chip.tile.id, ("chip", res)
 
 
 class FailedBatchFn(beam.DoFn):
     """(failed batch of (chip, request), exception) -> a failed ChipResult per chip."""
 
-    def __init__(self):
+    def __init__(self, totals: ProgressTotals | None = None):
+        self._totals = totals
+        self._progress = None
         self._failed = Metrics.counter(NAMESPACE, "chips_failed")
+
+    def setup(self):
+        self._progress = self._totals.tracker() if self._totals else None
 
     def process(self, failure: tuple[Sequence[tuple[Chip, Any]], BaseException]) -> Iterator:
         batch, exc = failure
@@ -763,16 +809,28 @@ class FailedBatchFn(beam.DoFn):
         for chip, _ in batch:
             self._failed.inc()
             log.warning("chip %s dead-lettered: %s", chip.id, reason)
+            if self._progress:
+                self._progress.add(1)
             yield chip.tile.id, ("chip", failed_chip(chip, reason))
 
 
 class WriteTileFn(beam.DoFn):
     """(tile_id, [plan, chip results...]) -> the tile's files; yields its summary."""
 
-    def __init__(self, spec: EmbedSpec, writer: Callable[..., dict] | None = None):
+    def __init__(
+        self,
+        spec: EmbedSpec,
+        writer: Callable[..., dict] | None = None,
+        totals: ProgressTotals | None = None,
+    ):
         self._spec = spec
         self._writer = writer
+        self._totals = totals
+        self._progress = None
         self._written = Metrics.counter(NAMESPACE, "tiles_written")
+
+    def setup(self):
+        self._progress = self._totals.tracker() if self._totals else None
 
     def process(self, grouped: tuple[str, Iterable[tuple[str, Any]]]) -> Iterator:
         tile_id, parts = grouped
@@ -797,6 +855,8 @@ class WriteTileFn(beam.DoFn):
             summary["pixels_valid"],
             time.perf_counter() - started,
         )
+        if self._progress:
+            self._progress.add_group()
         yield {**summary, "written_now": True}
 
 
@@ -806,13 +866,20 @@ class WriteTileFn(beam.DoFn):
 class EmbedChips(beam.PTransform):
     """Read blocks -> (tile_id, ('chip', ChipResult)) for every chip: embedded or failed."""
 
-    def __init__(self, spec: EmbedSpec, handler: inference.FlaxEmbeddingModelHandler):
+    def __init__(
+        self,
+        spec: EmbedSpec,
+        handler: inference.FlaxEmbeddingModelHandler,
+        totals: ProgressTotals | None = None,
+    ):
         super().__init__()
         self._spec = spec
         self._handler = handler
+        self._totals = totals
 
     def expand(self, chips):
-        read = chips | "ReadChips" >> beam.ParDo(ReadChipsFn(self._spec)).with_outputs(
+        totals = self._totals
+        read = chips | "ReadChips" >> beam.ParDo(ReadChipsFn(self._spec, totals)).with_outputs(
             ReadChipsFn.FAILED, main="requests"
         )
         embedded, dlq = (
@@ -820,8 +887,8 @@ class EmbedChips(beam.PTransform):
             | "RunInference"
             >> RunInference(inference.keyed_handler(self._handler)).with_exception_handling()
         )
-        collected = embedded | "QuantizeChips" >> beam.ParDo(CollectChipFn(self._spec))
-        failed = dlq.failed_inferences | "FailedBatches" >> beam.ParDo(FailedBatchFn())
+        collected = embedded | "QuantizeChips" >> beam.ParDo(CollectChipFn(self._spec, totals))
+        failed = dlq.failed_inferences | "FailedBatches" >> beam.ParDo(FailedBatchFn(totals))
         return (collected, read[ReadChipsFn.FAILED], failed) | "AllChips" >> beam.Flatten()
 
 
@@ -834,31 +901,34 @@ class EmbedTiles(beam.PTransform):
         handler: inference.FlaxEmbeddingModelHandler,
         run_info: Mapping[str, Any],
         writer: Callable[..., dict] | None = None,
+        *,
+        totals: ProgressTotals | None = None,
     ):
         super().__init__()
         self._spec = spec
         self._handler = handler
         self._run_info = dict(run_info)
         self._writer = writer
+        self._totals = totals
 
     def expand(self, tiles):
-        spec = self._spec
-        todo = tiles | "SkipCompleteTiles" >> beam.ParDo(SkipCompleteTilesFn(spec)).with_outputs(
-            SkipCompleteTilesFn.COMPLETE, main="todo"
-        )
+        spec, totals = self._spec, self._totals
+        todo = tiles | "SkipCompleteTiles" >> beam.ParDo(
+            SkipCompleteTilesFn(spec, totals)
+        ).with_outputs(SkipCompleteTilesFn.COMPLETE, main="todo")
         planned = todo.todo | "PlanChips" >> beam.ParDo(PlanChipsFn(spec)).with_outputs(
             PlanChipsFn.PLANS, main="blocks"
         )
         chip_results = (
             planned.blocks
             | "Redistribute" >> beam.Reshuffle()
-            | "EmbedChips" >> EmbedChips(spec, self._handler)
+            | "EmbedChips" >> EmbedChips(spec, self._handler, totals)
         )
         written = (
             (planned[PlanChipsFn.PLANS], chip_results)
             | "PlansAndChips" >> beam.Flatten()
             | "GroupByTile" >> beam.GroupByKey()
-            | "WriteTiles" >> beam.ParDo(WriteTileFn(spec, self._writer))
+            | "WriteTiles" >> beam.ParDo(WriteTileFn(spec, self._writer, totals))
         )
         summaries = (written, todo[SkipCompleteTilesFn.COMPLETE]) | "AllTiles" >> beam.Flatten()
         run_info = self._run_info
@@ -901,54 +971,15 @@ def build_pipeline(
         run_info: facts about this run for the manifest's `run` section.
         writer: replaces `write_tile` (same signature); tests inject failures with it.
     """
+    totals = ProgressTotals(
+        uuid.uuid4().hex, sum(count_chips_in_aoi(t, spec) for t in tiles), len(tiles)
+    )
     _ = (
         pipeline
         | "Tiles" >> beam.Create(list(tiles))
-        | "EmbedTiles" >> EmbedTiles(spec, handler, run_info or {}, writer)
+        | "EmbedTiles" >> EmbedTiles(spec, handler, run_info or {}, writer, totals=totals)
     )
     return pipeline
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The options of `earthembed embed` (Beam options are passed through)."""
-    p = argparse.ArgumentParser(
-        prog="earthembed embed",
-        description="AOI + year -> int8 COG + GeoParquet + STAC embedding tiles",
-    )
-    p.add_argument("--stac", required=True, help="STAC catalog.json (static catalog)")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--aoi", help="GeoJSON AOI file (EPSG:4326)")
-    where.add_argument("--bbox", help="lon/lat minx,miny,maxx,maxy")
-    when = p.add_mutually_exclusive_group(required=True)
-    when.add_argument("--year", type=int, help="calendar year to embed")
-    when.add_argument("--period", help="START/END ISO dates, end exclusive")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="model bundle directory")
-    p.add_argument("--out", required=True, help="output directory (local or gs://)")
-    p.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, help="tile side, px")
-    p.add_argument("--chip-size", type=int, default=DEFAULT_CHIP_SIZE, help="chip core side, px")
-    p.add_argument("--halo", type=int, default=DEFAULT_HALO, help="context around a chip, px")
-    p.add_argument("--formats", default=DEFAULT_FORMATS, help="subset of cog,parquet,stac")
-    p.add_argument(
-        "--batch-size", type=int, default=inference.DEFAULT_BATCH_SIZE, help="chips per model call"
-    )
-    p.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
-    p.add_argument(
-        "--share-model",
-        action="store_true",
-        help="one model per VM shared by the worker processes (accelerator workers)",
-    )
-    p.add_argument(
-        "--read-block",
-        type=int,
-        default=DEFAULT_READ_BLOCK,
-        help="read k x k neighbouring chips in one window (1: every chip on its own)",
-    )
-    p.add_argument("--sources", help="registry source ids to read (default: all in the catalog)")
-    p.add_argument(
-        "--overwrite", action="store_true", help="reuse --out although it holds another run"
-    )
-    p.add_argument("--verbose", action="store_true")
-    return p
 
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:

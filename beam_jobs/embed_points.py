@@ -33,7 +33,6 @@ written as one file. Beam counters (namespace `embed_points`): points, points_em
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -48,7 +47,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from beam_jobs import inference, runner
-from beam_jobs.embed import DEFAULT_MODEL, counters, local_target, period_label
+from beam_jobs.embed import counters, local_target, period_label
+from beam_jobs.flags import embed_points_parser as build_parser
 from beam_jobs.io import embeddings
 from schemas import embedding
 from schemas.observations import Observations
@@ -56,7 +56,6 @@ from schemas.observations import Observations
 log = logging.getLogger(__name__)
 
 NAMESPACE = "embed_points"
-DEFAULT_BATCH_SIZE = 256
 
 
 # ------------------------------------------------------------------------------- pure functions
@@ -246,26 +245,6 @@ def build_pipeline(
         | "EmbedPoints" >> EmbedPoints(spec, handler)
     )
     return pipeline
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The options of `earthembed embed-points` (Beam options are passed through)."""
-    p = argparse.ArgumentParser(
-        prog="earthembed embed-points",
-        description="point observation table -> GeoParquet embeddings",
-    )
-    p.add_argument("--observations", required=True, help="point observation table (Parquet)")
-    when = p.add_mutually_exclusive_group(required=True)
-    when.add_argument("--period", help="START/END ISO dates, end exclusive")
-    when.add_argument("--year", type=int, help="calendar year")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="model bundle directory")
-    p.add_argument("--out", required=True, help="output GeoParquet file (local or gs://)")
-    p.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="points per model call"
-    )
-    p.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
-    p.add_argument("--verbose", action="store_true")
-    return p
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -39,14 +39,14 @@ from typing import Any, Protocol
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult
 
+from beam_jobs import flags
 from schemas.grid import GridWindow
 from schemas.observations import Observations
 
 log = logging.getLogger(__name__)
 
-# Chips per model call. The tiny model needs ~1.1 GB per 128 px chip on CPU (measured: 5 GB for
-# a batch of 4), so 4 fits a laptop; raise it on accelerators (--batch-size 32 on a GPU).
-DEFAULT_BATCH_SIZE = 4
+# Chips per model call (defined with the other defaults of the command line).
+DEFAULT_BATCH_SIZE = flags.DEFAULT_CHIP_BATCH_SIZE
 COMPUTE_DTYPES = ("float32", "bfloat16")
 # Where the warm-up batch pretends to lie (any valid UTM window; its inputs are all padding).
 _WARMUP_WINDOW = GridWindow(32631, 600_000.0, 5_600_000.0, 1, 1)
@@ -313,6 +313,13 @@ class FlaxEmbeddingModelHandler(ModelHandler[EmbedRequest, np.ndarray, Embedding
                 self._batch_size,
                 self._warmup_patch_size,
                 s,
+            )
+        else:
+            log.info(
+                "model %s loaded for inference (batches of %d, %s); the first batch compiles it",
+                bundle.version,
+                self._batch_size,
+                self._compute_dtype,
             )
         return bundle
 

@@ -18,7 +18,6 @@ pixels grey) followed by the land-cover target.
 
 from __future__ import annotations
 
-import argparse
 import json
 import posixpath
 import struct
@@ -28,6 +27,8 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_jobs.flags import DEFAULT_STRIP_FRAMES
+from beam_jobs.flags import inspect_tfrecords_parser as build_parser
 from schemas import examples, sensors
 
 SPLITS = ("train", "eval")
@@ -35,7 +36,6 @@ SHARD_SUFFIX = ".tfrecord.gz"
 RGB_BANDS = ("B04", "B03", "B02")
 RGB_MAX = 0.3
 DEFAULT_STRIP_EXAMPLES = 4
-DEFAULT_STRIP_FRAMES = 8
 
 
 # ------------------------------------------------------------------------------- reading
@@ -232,15 +232,7 @@ def render_strip(
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Entry point of `earthembed inspect-tfrecords`."""
-    p = argparse.ArgumentParser(
-        prog="earthembed inspect-tfrecords",
-        description="counts, frames per source, value ranges and a PNG strip of TFRecords",
-    )
-    p.add_argument("directory", help="output directory of build-training-data")
-    p.add_argument("--out", help="PNG path (default DIR/inspect.png)")
-    p.add_argument("--max-records", type=int, default=None, help="per split (default all)")
-    p.add_argument("--frames", type=int, default=DEFAULT_STRIP_FRAMES, help="frames per row")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     summary, strip = summarize(args.directory, max_records=args.max_records)
     png = args.out or posixpath.join(args.directory.rstrip("/"), "inspect.png")
     render_strip(strip, png, max_frames=args.frames)

@@ -92,11 +92,46 @@ def parse_period(text: str) -> tuple[int, int]:
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
 
 
+# INFO loggers of the libraries that say nothing to a user of a job (their warnings still
+# print): Beam's note per string type hint it reads as Any (50 of an embed log's 59 lines), its
+# state cache size, BatchElements' batch sizes, the file sink's renames; JAX's list of the
+# backends it did not find; TensorFlow's "Assets written" and optional-package notes (tf.Transform).
+QUIET_LOGGERS = (
+    "apache_beam.typehints.native_type_compatibility",
+    "apache_beam.runners.worker.statecache",
+    "apache_beam.transforms.util",
+    "apache_beam.io.filebasedsink",
+    "jax._src.xla_bridge",
+    "tensorflow",
+)
+# Warnings that are not: tf.Transform's, which says itself that it is safe to ignore, one per
+# analyzer and phase (640 lines of a build-training-data log, logger absl); RunInference's claim
+# that the `resource` module is missing (it is there: Beam sets it None when an optional import
+# beside it fails; logged twice per run on the root logger).
+_IGNORABLE_WARNINGS = (
+    "node's cache key varies on repeated tracing",
+    "Resource module is not available for current platform",
+)
+
+
+def _not_ignorable(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(text in message for text in _IGNORABLE_WARNINGS)
+
+
 def setup_logging(verbose: bool = False) -> None:
+    """INFO (DEBUG with --verbose) for the jobs; `QUIET_LOGGERS` at WARNING unless verbose."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if verbose:
+        return
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for logger in (logging.getLogger(), logging.getLogger("absl")):
+        if _not_ignorable not in logger.filters:
+            logger.addFilter(_not_ignorable)
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:

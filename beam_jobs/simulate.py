@@ -46,6 +46,7 @@ import logging
 import os
 import re
 import sys
+import uuid
 from pathlib import Path
 
 import apache_beam as beam
@@ -53,21 +54,21 @@ import pystac
 from apache_beam.metrics import Metrics
 
 import simulation as sim
-from beam_jobs import runner
+from beam_jobs import progress, runner
+from beam_jobs.flags import simulate_parser as build_parser
 from beam_jobs.io import files
 from beam_jobs.io.cog import write_cog
 from schemas import sensors
 from schemas.grid import GridWindow, Tile
 from simulation import labels as sim_labels
 from simulation import render
-from simulation.world import DEFAULT_TILE_SIZE, SimRegion
+from simulation.world import SimRegion
 
 LOG = logging.getLogger(__name__)
 
 CATALOG_ID = "earthembed-simulation"
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 POINTS_PER_CLASS = 200
-LOG_EVERY = 50
 EXTENSIONS = {
     "proj": "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
     "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
@@ -79,32 +80,6 @@ EXTENSIONS = {
 
 
 # ---------------------------------------------------------------------------------- options
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The job's own options (Beam options pass through separately)."""
-    p = argparse.ArgumentParser(
-        prog="earthembed simulate", description="Simulate a multi-sensor region (STAC + COGs)."
-    )
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--years", default="2023", help="e.g. 2023,2024 or 2022-2024")
-    p.add_argument(
-        "--region",
-        default="demo",
-        choices=sim.REGIONS,
-        help="named region (a cloud region such as europe-west1 is left to Beam: Dataflow's)",
-    )
-    p.add_argument("--bbox", default=None, help="lon/lat minx,miny,maxx,maxy (instead of --region)")
-    p.add_argument("--size-km", default=None, help="with --region: W or WxH km (default 5.12x2.56)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--biome", default="temperate", choices=sorted(sim.classes.BIOMES))
-    p.add_argument("--cloud-cover", type=float, default=0.4, help="mean cloud fraction (0-1)")
-    p.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, help="granule size (px)")
-    p.add_argument(
-        "--sources", default=",".join(sim.ALL_SOURCES), help="comma-separated registry source ids"
-    )
-    p.add_argument("--verbose", action="store_true")
-    return p
 
 
 # A cloud region (europe-west1, us-central1): Dataflow's --region, never a named sim region.
@@ -406,16 +381,20 @@ def write_catalog(items: list[dict], region: SimRegion, out_dir: str) -> str:
 class RenderUnitFn(beam.DoFn):
     """Renders one work unit, writes its files, and emits the STAC item dict (frames only)."""
 
-    def __init__(self, region_json: str, out_dir: str):
+    def __init__(self, region_json: str, out_dir: str, progress_of: tuple[str, int] | None = None):
         self._region_json = region_json
         self._out_dir = out_dir
+        self._progress_of = progress_of  # (run id, work units): beam_jobs/progress.py
+        self._progress = None
         self.items = Metrics.counter("simulate", "items_written")
         self.assets = Metrics.counter("simulate", "assets_written")
         self.labels = Metrics.counter("simulate", "label_files_written")
 
     def setup(self) -> None:
         self._region = SimRegion.from_params(json.loads(self._region_json))
-        self._done = 0
+        if self._progress_of:
+            run_id, total = self._progress_of
+            self._progress = progress.tracker(run_id, "simulate", total, "work units")
 
     def process(self, unit: dict):
         kind = unit["kind"]
@@ -423,11 +402,13 @@ class RenderUnitFn(beam.DoFn):
             paths = write_landcover(self._region, unit["year"], self._out_dir)
             self.labels.inc(len(paths))
             LOG.info("wrote land cover and points for %s", unit["year"])
+            self._tick()
             return
         if kind == "changes":
             write_changes(self._region, self._out_dir)
             self.labels.inc()
             LOG.info("wrote change polygons")
+            self._tick()
             return
         if kind == "era5":
             frame = render.render_era5(self._region, unit["time_ms"])
@@ -443,10 +424,12 @@ class RenderUnitFn(beam.DoFn):
         item, n = write_frame(frame, self._out_dir)
         self.items.inc()
         self.assets.inc(n)
-        self._done += 1
-        if self._done % LOG_EVERY == 0:
-            LOG.info("this worker has written %d items (last %s)", self._done, item["id"])
+        self._tick()
         yield item
+
+    def _tick(self) -> None:
+        if self._progress:
+            self._progress.add(1)
 
 
 # ---------------------------------------------------------------------------------- PTransforms
@@ -461,11 +444,15 @@ class SimulateRegion(beam.PTransform):
         self._out_dir = out_dir
 
     def expand(self, pbegin):
+        units = make_work_units(self._region)
+        render_fn = RenderUnitFn(
+            self._region.to_json(), self._out_dir, progress_of=(uuid.uuid4().hex, len(units))
+        )
         return (
             pbegin
-            | "CreateWorkUnits" >> beam.Create(make_work_units(self._region))
+            | "CreateWorkUnits" >> beam.Create(units)
             | "Spread" >> beam.Reshuffle()
-            | "RenderAndWrite" >> beam.ParDo(RenderUnitFn(self._region.to_json(), self._out_dir))
+            | "RenderAndWrite" >> beam.ParDo(render_fn)
         )
 
 

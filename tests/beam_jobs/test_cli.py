@@ -18,9 +18,18 @@ def test_unknown_command_is_an_error(capsys):
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
 
 
-def test_every_available_job_module_has_run():
-    for module_name, _ in cli.JOBS.values():
-        if importlib.util.find_spec(module_name) is None:
+def test_every_available_job_module_has_run_and_a_parser():
+    for command in cli.JOBS.values():
+        if importlib.util.find_spec(command.module) is None:
             continue  # a later issue's job
-        mod = importlib.import_module(module_name)
-        assert callable(getattr(mod, "run", None)), module_name
+        mod = importlib.import_module(command.module)
+        assert callable(getattr(mod, "run", None)), command.module
+        parser_module, func = command.parser.split(":")
+        assert callable(getattr(importlib.import_module(parser_module), func)), command.parser
+
+
+def test_job_help_prints_the_jobs_options_and_exits_0(capsys):
+    assert cli.main(["embed", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: earthembed embed ")
+    assert "--read-block" in out and "(default: 3)" in out

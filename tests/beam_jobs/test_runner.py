@@ -56,3 +56,29 @@ def test_write_bytes_atomic_creates_replaces_and_leaves_no_temporary(tmp_path):
     runner.write_bytes_atomic(str(path), b'{"a": 2}')
     assert path.read_bytes() == b'{"a": 2}'
     assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]
+
+
+def test_setup_logging_quiets_library_info_and_ignorable_warnings():
+    import logging
+
+    loggers = [logging.getLogger(n) for n in runner.QUIET_LOGGERS]
+    saved = [(lg, lg.level, list(lg.filters)) for lg in loggers]
+    saved += [
+        (lg, lg.level, list(lg.filters)) for lg in (logging.getLogger(), logging.getLogger("absl"))
+    ]
+    try:
+        runner.setup_logging(verbose=False)
+        typehints = logging.getLogger("apache_beam.typehints.native_type_compatibility")
+        assert not typehints.isEnabledFor(logging.INFO)
+        assert typehints.isEnabledFor(logging.WARNING)  # real warnings still print
+        absl = logging.getLogger("absl")
+
+        def record(msg):
+            return logging.LogRecord("absl", logging.WARNING, __file__, 1, msg, None, None)
+
+        assert not absl.filter(record("Analyzer (x) node's cache key varies on repeated tracing."))
+        assert absl.filter(record("something real"))
+    finally:
+        for lg, level, filters in saved:
+            lg.setLevel(level)
+            lg.filters[:] = filters

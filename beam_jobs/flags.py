@@ -1,0 +1,362 @@
+"""The command-line options of every Beam job, and the defaults they show.
+
+`earthembed <job> --help` builds its parser from here without importing the job (Beam, numpy,
+TensorFlow and JAX take seconds to import), and each job's `run(argv)` parses with the same
+parser. An option name means one thing in every job; the shared `_add_*` helpers keep it so:
+
+    --stac          STAC catalog.json of the input          (build-training-data, embed)
+    --observations  point observation table (Parquet)       (build-training-data, embed-points)
+    --bbox / --aoi  lon/lat box / GeoJSON file, EPSG:4326   (simulate, build-training-data, embed)
+    --year          one calendar year                       (embed, embed-points)
+    --years         several years: 2023,2024 or 2022-2024   (simulate, build-training-data)
+    --period        START/END ISO dates, end exclusive      (embed, embed-points)
+    --model         a model bundle directory                (embed, embed-points)
+    --out           where the job's output goes             (every job)
+    --batch-size    model inputs per model call             (embed, embed-points)
+    --seed          the random seed of the sampling         (simulate, build-training-data)
+    --sources       registry source ids, comma-separated    (simulate, embed)
+    --tile-size     side of the square files written, px    (simulate, embed)
+
+Beam's own options (--runner, --direct_num_workers, ...) are not listed: every job passes what
+its parser does not know on to Beam.
+
+Stdlib only. Defaults owned by lower layers (the simulated regions, biomes and sources, the
+example sizes of schemas/examples.py) are mirrored here, and tests/beam_jobs/test_flags.py
+checks each mirror against its owner.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------------------------- defaults
+
+# embed, embed-points
+DEFAULT_MODEL = str(REPO_ROOT / "model" / "weights" / "tiny")
+# Chips per model call. The tiny model needs ~1.1 GB per 128 px chip on CPU (measured: 5 GB for
+# a batch of 4), so 4 fits a laptop; raise it on accelerators (--batch-size 32 on a GPU).
+DEFAULT_CHIP_BATCH_SIZE = 4
+DEFAULT_POINT_BATCH_SIZE = 256
+DEFAULT_FORMATS = "cog,parquet,stac"
+DEFAULT_TILE_SIZE = 1024
+DEFAULT_CHIP_SIZE = 96
+DEFAULT_HALO = 16
+# Chips per side read in one window: one 320 px read of 3 x 3 chips of the demo (a year, every
+# source) takes 2.7 s against 4.8 s for nine 128 px reads, at ~0.5 GB in memory.
+DEFAULT_READ_BLOCK = 3
+
+# build-training-data
+DEFAULT_NUM_SAMPLES = 256
+DEFAULT_EVAL_FRACTION = 0.1
+COMPOSITES = ("none", "monthly")
+# Mirrors of schemas/examples.py (which imports numpy).
+EXAMPLE_PATCH_SIZE = 128  # examples.DEFAULT_PATCH_SIZE
+EXAMPLE_MAX_FRAMES = 16  # examples.DEFAULT_MAX_FRAMES
+
+# inspect-tfrecords
+DEFAULT_STRIP_FRAMES = 8
+
+# simulate: mirrors of simulation/ (whose package import takes seconds).
+SIM_REGIONS = ("demo",)  # simulation.REGIONS
+SIM_BIOMES = ("temperate", "tropical")  # sorted(simulation.classes.BIOMES)
+SIM_SOURCES = ("sentinel2_l2a", "sentinel1", "landsat_c2l2", "cop_dem", "era5_land")  # ALL_SOURCES
+SIM_TILE_SIZE = 2048  # simulation.world.DEFAULT_TILE_SIZE
+SIM_CLOUD_COVER = 0.4
+
+# cloud
+TEMPLATE_JOBS = ("simulate", "build_training_data", "embed", "embed_points")
+GPU_MACHINE_TYPE = "g2-standard-8"  # the L4 GPU comes only with G2 machine types
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`(default: X)` after every option that has a default; none after a required option, a
+    flag (off unless given) or an option whose absence the help text explains."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+BEAM_EPILOG = (
+    "Options not listed here go to Beam: e.g. --direct_num_workers 2 --direct_running_mode "
+    "multi_processing locally, --runner DataflowRunner --project P --region R on Dataflow."
+)
+
+
+def _parser(command: str, description: str, **kwargs) -> argparse.ArgumentParser:
+    kwargs.setdefault("epilog", BEAM_EPILOG)
+    return argparse.ArgumentParser(
+        prog=f"earthembed {command}",
+        description=description,
+        formatter_class=_Formatter,
+        **kwargs,
+    )
+
+
+# `where` is the parser or a mutually exclusive group of it.
+def _add_stac(where, *, required: bool = False) -> None:
+    where.add_argument("--stac", required=required, help="STAC catalog.json (static catalog)")
+
+
+def _add_observations(where, *, required: bool = False) -> None:
+    where.add_argument(
+        "--observations",
+        required=required,
+        help="point observation table (Parquet, long format; beam_jobs/io/points.py)",
+    )
+
+
+def _add_bbox(where, note: str = "") -> None:
+    where.add_argument("--bbox", help=f"lon/lat minx,miny,maxx,maxy (EPSG:4326){note}")
+
+
+def _add_aoi(where) -> None:
+    where.add_argument("--aoi", help="GeoJSON AOI file (EPSG:4326)")
+
+
+def _add_year(where) -> None:
+    where.add_argument("--year", type=int, help="calendar year (Jan 1 to Jan 1, UTC)")
+
+
+def _add_years(p, *, default: str | None, note: str = "") -> None:
+    p.add_argument("--years", default=default, help=f"years: 2023,2024 or 2022-2024{note}")
+
+
+def _add_period(where) -> None:
+    where.add_argument(
+        "--period", help="START/END ISO dates, end exclusive, e.g. 2023-04-01/2024-04-01"
+    )
+
+
+def _add_model(p) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model bundle directory")
+
+
+def _add_out(p, what: str, *, required: bool = True) -> None:
+    p.add_argument("--out", required=required, help=what)
+
+
+def _add_batch_size(p, default: int, unit: str) -> None:
+    p.add_argument("--batch-size", type=int, default=default, help=f"{unit} per model call")
+
+
+def _add_bf16(p) -> None:
+    p.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
+
+
+def _add_seed(p) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+
+
+def _add_sources(p, *, default: str | None, what: str) -> None:
+    p.add_argument(
+        "--sources", default=default, help=f"registry source ids, comma-separated, {what}"
+    )
+
+
+def _add_tile_size(p, *, default: int, what: str) -> None:
+    p.add_argument("--tile-size", type=int, default=default, help=f"{what} side, px")
+
+
+def _add_overwrite(p, what: str) -> None:
+    p.add_argument("--overwrite", action="store_true", help=what)
+
+
+def _add_verbose(p) -> None:
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+# ---------------------------------------------------------------------------------- parsers
+
+
+def simulate_parser() -> argparse.ArgumentParser:
+    """`earthembed simulate` (Beam options pass through separately)."""
+    p = _parser("simulate", "Simulate a multi-sensor region (STAC + COGs).")
+    _add_out(p, "output folder")
+    _add_years(p, default="2023")
+    p.add_argument(
+        "--region",
+        default="demo",
+        choices=SIM_REGIONS,
+        help="named region (a cloud region such as europe-west1 is left to Beam: Dataflow's)",
+    )
+    _add_bbox(p, " (instead of --region)")
+    p.add_argument("--size-km", default=None, help="with --region: W or WxH km (unset: 5.12x2.56)")
+    _add_seed(p)
+    p.add_argument("--biome", default="temperate", choices=SIM_BIOMES, help="climate and classes")
+    p.add_argument(
+        "--cloud-cover", type=float, default=SIM_CLOUD_COVER, help="mean cloud fraction (0-1)"
+    )
+    _add_tile_size(p, default=SIM_TILE_SIZE, what="granule (one COG per band)")
+    _add_sources(p, default=",".join(SIM_SOURCES), what="to simulate")
+    _add_verbose(p)
+    return p
+
+
+def build_training_data_parser() -> argparse.ArgumentParser:
+    """`earthembed build-training-data` (Beam options pass through separately)."""
+    p = _parser(
+        "build-training-data",
+        "STAC catalog or point table -> sharded TFRecords + tf.Transform stats",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    _add_stac(src)
+    _add_observations(src)
+    _add_bbox(p, " (unset: the labels' or the catalog's extent)")
+    _add_aoi(p)
+    _add_years(p, default=None, note=" (required with --stac)")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help=f"patches (unset: {DEFAULT_NUM_SAMPLES}) or points (unset: all)",
+    )
+    p.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help=f"patch side P, px (unset: {EXAMPLE_PATCH_SIZE}; point tables: 1)",
+    )
+    p.add_argument(
+        "--max-frames", type=int, default=EXAMPLE_MAX_FRAMES, help="frames per source kept"
+    )
+    p.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=DEFAULT_EVAL_FRACTION,
+        help="share of samples in the eval split",
+    )
+    _add_seed(p)
+    p.add_argument(
+        "--composite",
+        choices=COMPOSITES,
+        default="none",
+        help="monthly: frames become monthly composites",
+    )
+    p.add_argument("--subperiods", type=int, default=1, help="extra random periods per point")
+    _add_out(p, "output directory (local or gs://)")
+    _add_overwrite(p, "replace a previous run in --out")
+    _add_verbose(p)
+    return p
+
+
+def inspect_tfrecords_parser() -> argparse.ArgumentParser:
+    """`earthembed inspect-tfrecords`."""
+    p = _parser(
+        "inspect-tfrecords",
+        "counts, frames per source, value ranges and a PNG strip of TFRecords",
+        epilog=None,
+    )
+    p.add_argument("directory", help="output directory of build-training-data")
+    _add_out(p, "PNG path (unset: DIRECTORY/inspect.png)", required=False)
+    p.add_argument(
+        "--max-records", type=int, default=None, help="records read per split (unset: all)"
+    )
+    p.add_argument(
+        "--frames", type=int, default=DEFAULT_STRIP_FRAMES, help="frames per row of the PNG"
+    )
+    return p
+
+
+def embed_parser() -> argparse.ArgumentParser:
+    """`earthembed embed` (Beam options are passed through)."""
+    p = _parser("embed", "AOI + year -> int8 COG + GeoParquet + STAC embedding tiles")
+    _add_stac(p, required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    _add_aoi(where)
+    _add_bbox(where)
+    when = p.add_mutually_exclusive_group(required=True)
+    _add_year(when)
+    _add_period(when)
+    _add_model(p)
+    _add_out(p, "output directory (local or gs://)")
+    _add_tile_size(p, default=DEFAULT_TILE_SIZE, what="output tile")
+    p.add_argument("--chip-size", type=int, default=DEFAULT_CHIP_SIZE, help="chip core side, px")
+    p.add_argument("--halo", type=int, default=DEFAULT_HALO, help="context around a chip, px")
+    p.add_argument("--formats", default=DEFAULT_FORMATS, help="subset of cog,parquet,stac")
+    _add_batch_size(p, DEFAULT_CHIP_BATCH_SIZE, "chips")
+    _add_bf16(p)
+    p.add_argument(
+        "--share-model",
+        action="store_true",
+        help="one model per VM shared by the worker processes (accelerator workers)",
+    )
+    p.add_argument(
+        "--read-block",
+        type=int,
+        default=DEFAULT_READ_BLOCK,
+        help="read k x k neighbouring chips in one window (1: every chip on its own)",
+    )
+    _add_sources(p, default=None, what="to read (unset: all in the catalog)")
+    _add_overwrite(p, "reuse --out although it holds another run")
+    _add_verbose(p)
+    return p
+
+
+def embed_points_parser() -> argparse.ArgumentParser:
+    """`earthembed embed-points` (Beam options are passed through)."""
+    p = _parser("embed-points", "point observation table -> GeoParquet embeddings")
+    _add_observations(p, required=True)
+    when = p.add_mutually_exclusive_group(required=True)
+    _add_period(when)
+    _add_year(when)
+    _add_model(p)
+    _add_out(p, "output GeoParquet file (local or gs://)")
+    _add_batch_size(p, DEFAULT_POINT_BATCH_SIZE, "points")
+    _add_bf16(p)
+    _add_verbose(p)
+    return p
+
+
+def cloud_parser() -> argparse.ArgumentParser:
+    """`earthembed cloud`: its own options; job parameters follow as --key value."""
+    p = _parser(
+        "cloud",
+        "Build and run the Dataflow flex templates (templates/) with gcloud.",
+        allow_abbrev=False,  # a job parameter must never pass for an abbreviated option here
+        epilog="Job parameters follow as --key value (see templates/JOB/metadata.json); a job "
+        "parameter whose name is also an option here goes in --parameters key=value.",
+    )
+    p.add_argument("action", choices=("build", "run"), help="build templates or run a job")
+    p.add_argument("job", help=f"{', '.join(TEMPLATE_JOBS)}; build also takes all")
+    p.add_argument("--project", required=True, help="Google Cloud project id")
+    p.add_argument("--region", required=True, help="e.g. europe-west1 (Dataflow, Cloud Build)")
+    p.add_argument("--bucket", required=True, help="bucket for templates, staging and temp")
+    p.add_argument("--gpu", action="store_true", help="CUDA image; run: one L4 per G2 worker")
+    p.add_argument("--dry-run", action="store_true", help="print the gcloud commands only")
+    p.add_argument("--service-account", help="worker service account email")
+    p.add_argument("--network", help="VPC network")
+    p.add_argument("--subnetwork", help="subnetwork, e.g. regions/R/subnetworks/S")
+    p.add_argument("--max-workers", type=int, help="autoscaling ceiling")
+    p.add_argument("--machine-type", help=f"worker machine type (--gpu: {GPU_MACHINE_TYPE})")
+    p.add_argument("--job-name", help="Dataflow job name (unset: earthembed-JOB-TIMESTAMP)")
+    p.add_argument("--image-version", help="image tag (unset: the package version)")
+    p.add_argument("--skip-image", action="store_true", help="build: reuse the pushed image")
+    p.add_argument(
+        "--parameters",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="job parameters whose names are options of this command",
+    )
+    p.add_argument("--source", type=Path, default=REPO_ROOT, help="repository root")
+    return p
+
+
+# command -> its parser
+PARSERS = {
+    "simulate": simulate_parser,
+    "build-training-data": build_training_data_parser,
+    "inspect-tfrecords": inspect_tfrecords_parser,
+    "embed": embed_parser,
+    "embed-points": embed_points_parser,
+    "cloud": cloud_parser,
+}

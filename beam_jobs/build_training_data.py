@@ -270,7 +270,8 @@ def resolve_region(
     """The sampling region of a year: the AOI (or the catalog's extent) on the 10 m grid,
     clipped to the year's land-cover map where one lies beside the catalog."""
     lc_path = posixpath.join(posixpath.dirname(stac_path), LANDCOVER_PATTERN.format(year=year))
-    geom = aoi_geometry(bbox, aoi) if (bbox or aoi) else None
+    aoi_doc = files.read_json(aoi) if aoi else None
+    geom = aoi_geometry(bbox, aoi_doc, aoi_name=aoi or "AOI") if (bbox or aoi) else None
     if FileSystems.exists(lc_path):
         map_window, lc = read_landcover(lc_path)
         if geom is None:

@@ -986,7 +986,8 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
     p = build_parser()
     args, beam_args = p.parse_known_args(argv)
     try:
-        args.geometry = aoi_geometry(args.bbox, _local_copy(args.aoi) if args.aoi else None)
+        aoi_doc = files.read_json(_local_copy(args.aoi)) if args.aoi else None
+        args.geometry = aoi_geometry(args.bbox, aoi_doc, aoi_name=args.aoi or "AOI")
         if args.year is not None:
             if not 1980 <= args.year <= 2100:
                 raise ValueError(f"--year out of range 1980-2100: {args.year}")

@@ -13,10 +13,8 @@ written).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pyproj
@@ -302,13 +300,11 @@ def bbox_intersects(a: Sequence[float], b: Sequence[float]) -> bool:
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
-def read_aoi(path: str | Path) -> shapely.Geometry:
-    """A GeoJSON file (Feature, FeatureCollection or geometry; EPSG:4326) -> one geometry."""
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read AOI file {p}: {e}") from None
+def aoi_from_geojson(doc: object, name: str = "AOI") -> shapely.Geometry:
+    """A parsed GeoJSON document (Feature, FeatureCollection or geometry; EPSG:4326) -> one
+    geometry; `name` (the file it came from) is named in errors."""
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"{name} is not a GeoJSON object")
     if doc.get("type") == "FeatureCollection":
         geoms = [shapely.geometry.shape(f["geometry"]) for f in doc.get("features", [])]
     elif doc.get("type") == "Feature":
@@ -316,7 +312,7 @@ def read_aoi(path: str | Path) -> shapely.Geometry:
     else:
         geoms = [shapely.geometry.shape(doc)]
     if not geoms:
-        raise ValueError(f"AOI file {p} has no geometry")
+        raise ValueError(f"AOI file {name} has no geometry")
     geom = shapely.union_all(geoms)
     minx, miny, maxx, maxy = geom.bounds
     parse_bbox((minx, miny, maxx, maxy))
@@ -324,14 +320,18 @@ def read_aoi(path: str | Path) -> shapely.Geometry:
 
 
 def aoi_geometry(
-    bbox: str | Sequence[float] | None = None, aoi: str | Path | None = None
+    bbox: str | Sequence[float] | None = None,
+    aoi: Mapping | None = None,
+    *,
+    aoi_name: str = "AOI",
 ) -> shapely.Geometry:
-    """Exactly one of bbox or an AOI file -> a lon/lat geometry."""
+    """Exactly one of bbox or a parsed GeoJSON AOI (`aoi_name`: its file) -> a lon/lat
+    geometry. Reading the file is beam_jobs.io.files.read_json's job."""
     if (bbox is None) == (aoi is None):
         raise ValueError("give exactly one of --bbox or --aoi")
     if bbox is not None:
         return shapely.box(*parse_bbox(bbox))
-    return read_aoi(aoi)
+    return aoi_from_geojson(aoi, aoi_name)
 
 
 def split_by_zone(geom: shapely.Geometry) -> dict[int, shapely.Geometry]:

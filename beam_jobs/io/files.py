@@ -14,6 +14,7 @@ a GDAL virtual path, `/vsi...`) the destination itself is yielded.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -50,3 +51,12 @@ def atomic_target(path: str | os.PathLike) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def read_json(path: str | os.PathLike) -> object:
+    """A local JSON file's content; ValueError naming the file when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read JSON file {os.fspath(path)}: {e}") from None

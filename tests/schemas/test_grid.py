@@ -1,7 +1,5 @@
 """The 10 m UTM grid against hand-computed numbers."""
 
-import json
-
 import numpy as np
 import pytest
 import shapely
@@ -148,22 +146,24 @@ def test_parse_bbox_rejects_bad_input(text, match):
         grid.parse_bbox(text)
 
 
-def test_read_aoi_geojson(tmp_path):
-    p = tmp_path / "aoi.geojson"
+def test_aoi_geometry_from_geojson():
     feat = {
         "type": "Feature",
         "properties": {},
         "geometry": shapely.geometry.mapping(shapely.box(4, 50, 4.1, 50.1)),
     }
-    p.write_text(json.dumps({"type": "FeatureCollection", "features": [feat]}))
-    g = grid.aoi_geometry(aoi=p)
+    doc = {"type": "FeatureCollection", "features": [feat]}
+    g = grid.aoi_geometry(aoi=doc)
     assert g.bounds == pytest.approx((4, 50, 4.1, 50.1))
+    assert grid.aoi_geometry(aoi=feat).bounds == pytest.approx((4, 50, 4.1, 50.1))
     with pytest.raises(ValueError, match="exactly one"):
-        grid.aoi_geometry(bbox="4,50,4.1,50.1", aoi=p)
-    bad = tmp_path / "bad.geojson"
-    bad.write_text("{not json")
-    with pytest.raises(ValueError, match="bad.geojson"):
-        grid.read_aoi(bad)
+        grid.aoi_geometry(bbox="4,50,4.1,50.1", aoi=doc)
+    with pytest.raises(ValueError, match="empty.geojson has no geometry"):
+        grid.aoi_geometry(
+            aoi={"type": "FeatureCollection", "features": []}, aoi_name="empty.geojson"
+        )
+    with pytest.raises(ValueError, match="x.json is not a GeoJSON object"):
+        grid.aoi_from_geojson([1, 2], "x.json")
 
 
 def test_window_for_geometry_is_grid_aligned():

@@ -53,3 +53,15 @@ def test_is_remote_urls_and_gdal_virtual_paths():
         assert files.is_remote(path), path
     for path in ("/tmp/x.tif", "relative/x.tif", "/data/vsi/x.tif", "C:/x.tif"):
         assert not files.is_remote(path), path
+
+
+def test_read_json_names_the_file_it_cannot_read(tmp_path):
+    good = tmp_path / "aoi.geojson"
+    good.write_text('{"type": "Point", "coordinates": [4.6, 50.6]}')
+    assert files.read_json(good) == {"type": "Point", "coordinates": [4.6, 50.6]}
+    bad = tmp_path / "bad.geojson"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read JSON file .*bad.geojson"):
+        files.read_json(bad)
+    with pytest.raises(ValueError, match="missing.geojson"):
+        files.read_json(tmp_path / "missing.geojson")

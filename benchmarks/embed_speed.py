@@ -37,23 +37,11 @@ import numpy as np
 
 
 def region_aoi(catalog: Path, out: Path) -> Path:
-    """A GeoJSON AOI: the union of the simulated granules (sim_params.json), less 1 m."""
-    import shapely
+    """A GeoJSON AOI: the simulated region beside the catalog (sim_params.json), less 1 m."""
+    import simulation
 
-    from schemas.grid import GridWindow, utm_to_lonlat
-
-    params = json.loads((catalog.parent / "sim_params.json").read_text())
-    boxes, epsgs = [], set()
-    for _, w in params["granules"]:
-        g = GridWindow.from_dict(w)
-        epsgs.add(g.epsg)
-        boxes.append(shapely.box(*g.bounds))
-    if len(epsgs) != 1:
-        raise ValueError(f"{catalog}: granules in several zones {sorted(epsgs)}; pass --aoi")
-    epsg = epsgs.pop()
-    region = shapely.union_all(boxes).buffer(-1.0, join_style="mitre").segmentize(50.0)
-    ll = shapely.transform(region, lambda c: np.column_stack(utm_to_lonlat(c[:, 0], c[:, 1], epsg)))
-    out.write_text(json.dumps(shapely.geometry.mapping(ll)))
+    geometry = simulation.region_aoi(simulation.load_region(catalog.parent), inset_m=1.0)
+    out.write_text(json.dumps(geometry))
     return out
 
 

@@ -3,8 +3,8 @@
     python scripts/demo.py aoi demo_out/sim demo_out/aoi.geojson
     python scripts/demo.py show demo_out/emb demo_out/sim 2023 demo_out/demo.png
 
-`aoi` writes the simulated region's UTM windows as a lon/lat GeoJSON (shrunk by half a pixel,
-so the embed job's grid snaps onto exactly the simulated tiles). `show` reads the embedding
+`aoi` writes the simulated region as a lon/lat GeoJSON (1 m inside its UTM windows, so the
+embed job's grid snaps onto exactly the simulated tiles). `show` reads the embedding
 tiles through the one embedding-tile reader (`beam_jobs.io.embeddings.open_embeddings`, which
 also opens AEF's public tiles), prints what was embedded, and writes a PNG: the first three
 principal components of the 64-d vectors as RGB next to the simulated land-cover map, and a
@@ -25,30 +25,13 @@ PER_CLASS = 10
 
 
 def write_aoi(sim_dir: str, out: str) -> None:
-    """Write the simulated windows of `sim_dir` as a lon/lat GeoJSON FeatureCollection."""
-    import shapely
+    """Write the simulated region of `sim_dir` as a lon/lat GeoJSON geometry, 1 m inside."""
+    import simulation
 
-    from schemas.grid import utm_to_lonlat
-
-    params = json.loads((Path(sim_dir) / "sim_params.json").read_text())
-    features = []
-    for w in params["region"]["windows"]:
-        half = w["pixel_size"] / 2
-        x1 = w["x0"] + w["width"] * w["pixel_size"]
-        y0 = w["y0"] - w["height"] * w["pixel_size"]
-        box = shapely.box(w["x0"] + half, y0 + half, x1 - half, w["y0"] - half)
-        box = shapely.segmentize(box, 100.0)
-
-        def to_lonlat(xy: np.ndarray, epsg: int = w["epsg"]) -> np.ndarray:
-            return np.column_stack(utm_to_lonlat(xy[:, 0], xy[:, 1], epsg))
-
-        geom = shapely.transform(box, to_lonlat)
-        features.append(
-            {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(geom)}
-        )
+    geometry = simulation.region_aoi(simulation.load_region(sim_dir), inset_m=1.0)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    print(f"demo: AOI of {len(features)} window(s) -> {out}")
+    Path(out).write_text(json.dumps(geometry))
+    print(f"demo: AOI of the simulated region -> {out}")
 
 
 def _pca_rgb(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -71,8 +54,9 @@ def show(emb_dir: str, sim_dir: str, year: str, out_png: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import rasterio
-    from beam_jobs.io.embeddings import open_embeddings
     from rasterio.warp import Resampling, reproject
+
+    from beam_jobs.io.embeddings import open_embeddings
 
     field = open_embeddings(emb_dir)
     valid = field.valid

@@ -163,5 +163,24 @@ def load_region(catalog_dir: str | Path) -> SimRegion:
     return SimRegion.from_params(doc["region"])
 
 
+def region_aoi(region: SimRegion, inset_m: float = 1.0) -> dict:
+    """The region's windows as one lon/lat GeoJSON geometry, `inset_m` inside their edges (so
+    a job's 10 m grid snaps onto exactly the simulated pixels); one UTM zone only."""
+    import numpy as np
+
+    from schemas.grid import utm_to_lonlat
+
+    epsgs = {w.epsg for w in region.windows}
+    if len(epsgs) != 1:
+        raise ValueError(f"the region spans several UTM zones {sorted(epsgs)}; give an AOI")
+    epsg = epsgs.pop()
+    boxes = [shapely.box(*w.bounds) for w in region.windows]
+    inner = shapely.union_all(boxes).buffer(-inset_m, join_style="mitre").segmentize(50.0)
+    lonlat = shapely.transform(
+        inner, lambda c: np.column_stack(utm_to_lonlat(c[:, 0], c[:, 1], epsg))
+    )
+    return shapely.geometry.mapping(lonlat)
+
+
 # Keep the submodule importable as simulation.classes.
 _ = classes

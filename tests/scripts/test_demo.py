@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 
+import simulation
 from schemas.grid import lonlat_to_utm
 
 REPO = Path(__file__).resolve().parents[2]
@@ -15,20 +16,19 @@ demo = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(demo)
 
 
-def test_aoi_maps_back_onto_the_window_shrunk_by_half_a_pixel(tmp_path):
-    window = {"epsg": 32631, "x0": 614400.0, "y0": 5606400.0, "width": 512, "height": 256}
-    window["pixel_size"] = 10.0
+def test_aoi_maps_back_onto_the_simulated_window_less_1_m(tmp_path):
+    region = simulation.make_region(seed=0, years=[2023])
     (tmp_path / "sim").mkdir()
-    (tmp_path / "sim" / "sim_params.json").write_text(json.dumps({"region": {"windows": [window]}}))
+    (tmp_path / "sim" / "sim_params.json").write_text(json.dumps({"region": region.to_params()}))
     demo.write_aoi(str(tmp_path / "sim"), str(tmp_path / "aoi.geojson"))
-    fc = json.loads((tmp_path / "aoi.geojson").read_text())
-    assert len(fc["features"]) == 1
-    lonlat = np.asarray(fc["features"][0]["geometry"]["coordinates"][0])
+    geometry = json.loads((tmp_path / "aoi.geojson").read_text())
+    lonlat = np.asarray(geometry["coordinates"][0])
     x, y = lonlat_to_utm(lonlat[:, 0], lonlat[:, 1], 32631)
-    # Back in zone coordinates: the window's bounds less 5 m on each side, to < 1 mm.
+    # The demo window is x 614400-619520, y 5603840-5606400 (512 x 256 px): back in zone
+    # coordinates the AOI is its bounds less 1 m on each side, to < 1 mm.
     np.testing.assert_allclose(
         shapely.Polygon(np.column_stack([x, y])).bounds,
-        (614405.0, 5603845.0, 619515.0, 5606395.0),
+        (614401.0, 5603841.0, 619519.0, 5606399.0),
         atol=1e-3,
     )
 

@@ -49,16 +49,89 @@ def test_quality_markdown_lists_every_probe_and_budget_with_the_command():
     assert "1: xy / logreg 0.550" in md
 
 
-def test_run_reuses_matching_results_and_marks_pending(tmp_path):
-    out = tmp_path / "eval_eo"
+def test_quality_markdown_adds_the_embedding_and_its_error_reduction():
+    results = {
+        **TOY_RESULTS,
+        "embedder": "model/weights/tiny",
+        "embedding": {
+            "1": {"knn1": [0.6, 0.1], "logreg": [0.65, 0.05]},
+            "max": {"knn1": [0.8, 0.0], "logreg": [0.76, 0.0]},
+        },
+        "error_reduction": {"1": 1 - 0.35 / 0.45, "max": 1 - 0.2 / 0.3},
+    }
+    md = run_all.quality_markdown(results, "Quality: toy")
+    assert "| embedding | logreg | 0.650 ± 0.050 | 0.760 ± 0.000 |" in md
+    assert "Embedding (model/weights/tiny), best probe: 1: 0.650, max: 0.800." in md
+    assert "Error reduction of the embedding vs the best baseline: 1: 22.2%, max: 33.3%." in md
+
+
+def test_run_reuses_matching_results_and_writes_only_what_ran(tmp_path):
+    out = tmp_path / "eolearn"
     out.mkdir()
-    command = f"earthembed evaluate --dataset eolearn --embedder baselines --out {out}"
+    argv = ["--dataset", "eolearn", "--embedder", "baselines", "--out", str(out)]
+    argv += ["--cache-dir", str(tmp_path / "cache")]
+    command = "earthembed evaluate " + " ".join(argv)
     (out / "results.json").write_text(json.dumps({**TOY_RESULTS, "command": command}))
     results = tmp_path / "RESULTS.md"
-    argv = ["--only", "quality_eolearn,storage", "--out-root", str(tmp_path), "--reuse"]
-    assert run_all.run([*argv, "--results", str(results)]) == 0
+    run_argv = ["--only", "quality_eolearn", "--out-root", str(tmp_path), "--reuse"]
+    run_argv += ["--embedder", "baselines", "--results", str(results)]
+    assert run_all.run(run_argv) == 0
     text = results.read_text()
     assert f"Command: `{command}`" in text
     assert "| xy | logreg | 0.550 ± 0.050 | 0.700 ± 0.000 |" in text
-    assert "<!-- bench:storage -->\n## Storage\n\nPending (" in text
-    assert "bench:speed" not in text  # not run, not written
+    assert "bench:speed" not in text and "bench:embed" not in text  # not run, not written
+
+
+def test_embed_section_is_rendered_from_a_matching_embed_speed_json(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    stac = tmp_path / "sim" / "catalog.json"
+    doc = json.loads(json.dumps(EMBED_DOC))
+    doc["command"] = f"python -m benchmarks.embed_speed --stac {stac} --work {work}"
+    (work / "embed_speed.json").write_text(json.dumps(doc))
+    results = tmp_path / "RESULTS.md"
+    argv = ["--only", "embed", "--reuse", "--embed-stac", str(stac), "--embed-work", str(work)]
+    assert run_all.run([*argv, "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "<!-- bench:embed -->" in text
+    assert "**1,000 px/s**" in text and "**2,000 px/s**" in text and "**0.500**" in text
+    assert "| embedding COG | 50.00 B/px (6,553,600 B, 2 files) |" in text
+
+
+EMBED_DOC = {
+    "date": "2026-12-06",
+    "machine": "2 cores",
+    "model": "tiny-e554d1efcdb0 abcdef012345",
+    "compute_dtype": "float32",
+    "tile_size": 256,
+    "chip_size": 96,
+    "halo": 16,
+    "batch_size": 4,
+    "end_to_end": {
+        "wall_s": 131.072,
+        "tiles": 2,
+        "chips": 18,
+        "tile_pixels": 131072,
+        "valid_pixels": 131072,
+        "px_per_s": 1000.0,
+        "model_s": 90.0,
+        "model_batches": 5,
+        "read_s": 10.0,
+        "read_blocks": 2,
+    },
+    "bare": {
+        "embed_batch_s": 65.536,
+        "core_pixels": 131072,
+        "batches": 5,
+        "px_per_s": 2000.0,
+        "read_s_per_chip": 0.25,
+        "prepare_s_per_chip": 2.0,
+    },
+    "ratio": 0.5,
+    "storage": {
+        "cog": {"bytes_per_pixel": 50.0, "bytes": 6553600, "files": 2},
+        "quality": {"bytes_per_pixel": 0.27},
+        "parquet": {"bytes_per_pixel": 58.2},
+    },
+    "max_rss_gb": 12.2,
+}

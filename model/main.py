@@ -58,30 +58,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="named config (model/configs); `--config.a.b=v` flags override its fields",
     )
     p.add_argument(
-        "--steps", type=int, default=None, help="training steps (None: the config's train.steps)"
+        "--steps", type=int, default=None, help="training steps; unset: config.train.steps"
     )
-    p.add_argument("--seed", type=int, default=None, help="config.seed (None: the config's)")
+    p.add_argument("--seed", type=int, default=None, help="config.seed; unset: the config's")
     p.add_argument(
         "--architecture",
         default=None,
-        help=f"model architecture, one of {', '.join(ARCHITECTURES)} (the same STP encoder)",
+        help=f"one of {', '.join(ARCHITECTURES)} (both the STP encoder); unset: that one",
     )
     p.add_argument(
         "--grid_resolution", type=float, default=None, help="metres per pixel; must be 10"
     )
     p.add_argument(
-        "--embedding_dim", type=int, default=None, help="config.model.embedding_dim (None: kept)"
+        "--embedding_dim",
+        type=int,
+        default=None,
+        help="config.model.embedding_dim; unset: the config's",
     )
     p.add_argument(
-        "--batch_size", type=int, default=None, help="config.train.batch_size (None: kept)"
+        "--batch_size", type=int, default=None, help="config.train.batch_size; unset: the config's"
     )
     p.add_argument(
-        "--learning_rate", type=float, default=None, help="config.train.learning_rate (None: kept)"
+        "--learning_rate",
+        type=float,
+        default=None,
+        help="config.train.learning_rate; unset: the config's",
     )
     p.add_argument(
         "--loss",
         default=None,
-        help="terms to keep joined by +: recon, uniform, corr, align, label (None: all)",
+        help="terms to keep joined by +: recon, uniform, corr, align, label; unset: all",
     )
     p.add_argument(
         "--epochs",

@@ -128,9 +128,15 @@ def export_workdir(workdir: str, out: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="earthembed export", description=__doc__.split("\n")[0])
-    p.add_argument("--workdir", required=True, help="training workdir (checkpoints, config.json)")
-    p.add_argument("--out", required=True, help="bundle directory to write")
+    p = argparse.ArgumentParser(
+        prog="earthembed export",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--workdir", required=True, help="training workdir (checkpoints, config.json) (required)"
+    )
+    p.add_argument("--out", required=True, help="bundle directory to write (required)")
     return p
 
 

@@ -1,18 +1,21 @@
-"""`earthembed train` and `python -m model.train`: flags -> config -> train_and_evaluate.
+"""`earthembed train` and `python -m model.main`: flags -> config -> train_and_evaluate.
 
     earthembed train --data /tmp/td --workdir /tmp/run --config tiny --steps 200 \\
         --config.train.learning_rate=1e-3
 
-The flag style of other embedding trainers is accepted and mapped onto the config:
+This module is the command; `model.train` is the library it calls (imported only when a run
+starts, so `--help` loads neither JAX nor TensorFlow). The flag style of other embedding
+trainers is accepted and mapped onto the config:
 
-    python -m model.train --data /tmp/td --workdir /tmp/run --model=adaptive_decoder \\
+    python -m model.main --data /tmp/td --workdir /tmp/run --architecture=adaptive_decoder \\
         --grid_resolution=10 --embedding_dim=64 --batch_size=2048 --learning_rate=1e-4 \\
         --loss=corr+align --epochs=30
 
-`--model` names the architecture (`adaptive_decoder` / `stp`: the STP encoder with implicit
-per-source decoders, the only one), `--grid_resolution` must be 10 (the grid's metres per
-pixel), `--loss` lists the terms to keep (recon, uniform, consistency or corr, align or text, label;
-the others get weight 0), `--epochs` sets the steps from the training example count.
+`--architecture` names the architecture (`adaptive_decoder` / `stp`: the STP encoder with
+implicit per-source decoders, the only one), `--grid_resolution` must be 10 (the grid's metres
+per pixel), `--loss` lists the terms to keep (recon, uniform, consistency or corr, align or
+text, label; the others get weight 0), `--epochs` sets the steps from the training example
+count.
 """
 
 from __future__ import annotations
@@ -33,27 +36,67 @@ LOSS_TERMS = {
     "text": "align",
     "label": "label",
 }
-MODELS = ("adaptive_decoder", "stp")
+ARCHITECTURES = ("adaptive_decoder", "stp")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="earthembed train", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="build-training-data output dir(s), comma list")
-    p.add_argument("--workdir", required=True, help="checkpoints, metrics, TensorBoard events")
-    p.add_argument("--config", default="tiny", choices=configs.NAMES)
-    p.add_argument("--steps", type=int, default=None, help="training steps (config.train.steps)")
-    p.add_argument("--seed", type=int, default=None, help="config.seed")
-    p.add_argument("--model", default=None, help="architecture: adaptive_decoder (= stp)")
-    p.add_argument("--grid_resolution", type=float, default=None, help="metres per pixel: 10")
-    p.add_argument("--embedding_dim", type=int, default=None)
-    p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--learning_rate", type=float, default=None)
-    p.add_argument(
-        "--loss", default=None, help="terms joined by +: recon, uniform, corr, align, label"
+    p = argparse.ArgumentParser(
+        prog="earthembed train",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--epochs", type=float, default=None, help="passes over the training examples")
+    p.add_argument(
+        "--data", required=True, help="build-training-data output dir(s), comma list (required)"
+    )
+    p.add_argument(
+        "--workdir", required=True, help="checkpoints, metrics, TensorBoard events (required)"
+    )
+    p.add_argument(
+        "--config",
+        default="tiny",
+        choices=configs.NAMES,
+        help="named config (model/configs); `--config.a.b=v` flags override its fields",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="training steps; unset: config.train.steps"
+    )
+    p.add_argument("--seed", type=int, default=None, help="config.seed; unset: the config's")
+    p.add_argument(
+        "--architecture",
+        default=None,
+        help=f"one of {', '.join(ARCHITECTURES)} (both the STP encoder); unset: that one",
+    )
+    p.add_argument(
+        "--grid_resolution", type=float, default=None, help="metres per pixel; must be 10"
+    )
+    p.add_argument(
+        "--embedding_dim",
+        type=int,
+        default=None,
+        help="config.model.embedding_dim; unset: the config's",
+    )
+    p.add_argument(
+        "--batch_size", type=int, default=None, help="config.train.batch_size; unset: the config's"
+    )
+    p.add_argument(
+        "--learning_rate",
+        type=float,
+        default=None,
+        help="config.train.learning_rate; unset: the config's",
+    )
+    p.add_argument(
+        "--loss",
+        default=None,
+        help="terms to keep joined by +: recon, uniform, corr, align, label; unset: all",
+    )
+    p.add_argument(
+        "--epochs",
+        type=float,
+        default=None,
+        help="passes over the training examples; sets the steps unless --steps is given",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
@@ -69,8 +112,8 @@ def parse(argv: Sequence[str]):
         configs.apply_overrides(config, overrides)
     except ValueError as e:
         parser.error(str(e))
-    if args.model is not None and args.model not in MODELS:
-        parser.error(f"--model must be one of {MODELS}; got {args.model!r}")
+    if args.architecture is not None and args.architecture not in ARCHITECTURES:
+        parser.error(f"--architecture must be one of {ARCHITECTURES}; got {args.architecture!r}")
     if args.grid_resolution is not None and args.grid_resolution != 10:
         parser.error("--grid_resolution: the grid is 10 m per pixel (schemas/grid.py)")
     if args.embedding_dim is not None:

@@ -1,8 +1,9 @@
 """Training: pure jit-able steps, and the loop with checkpoints, metrics and evaluation.
 
     earthembed train --data /tmp/td --workdir /tmp/run --config tiny --steps 200
-    python -m model.train --data /tmp/td --workdir /tmp/run --model=adaptive_decoder \\
-        --embedding_dim=64 --batch_size=16 --learning_rate=1e-3 --loss=recon+corr+align
+
+The command is `model.main` (`earthembed train`, `python -m model.main`); this module is the
+library it calls and never imports it.
 
 One step: the student (the trained parameters) encodes a perturbed copy of the batch (whole
 sources, single frames or a half-year dropped for a fraction of the examples), decodes a
@@ -688,9 +689,3 @@ def restore_latest(workdir: str, config, *, ema: bool = True):
 
 def steps_for_epochs(epochs: float, num_examples: int, batch_size: int) -> int:
     return max(1, math.ceil(epochs * num_examples / batch_size))
-
-
-if __name__ == "__main__":
-    from model import main
-
-    raise SystemExit(main.run())

@@ -4,11 +4,11 @@
 # Data: simulated regions of both biome presets (seeds 11 and 12; the benchmarks hold out
 # seeds 101 and 202) as 32 x 32 px patches, plus P = 1 point examples of the real samples in
 # ../shared/realdata (WorldCereal Belgium monthly composites and the eo-learn Slovenia scenes,
-# no labels used). Model: config tiny, seed 0, the steps and overrides below (the label term
-# on the summary's linear map alone, fed by a window of many examples' pixels, and the only
-# term that trains that map), and a bundle that embeds without the DEM (model.embed_without:
-# training reads it, and the read-out it learns ties classes to the two regions' elevations):
-# 0.974 vs 0.952 at 10 labels on sim:101:tropical. Each stage is skipped when its
+# no labels used). Model: config tiny_shipped (model/configs/tiny_shipped.py: tiny, seed 0,
+# 1500 steps, data weights per --data directory in the order given below, the label term on
+# the summary's linear map alone fed by a window of many examples' pixels, and a bundle that
+# embeds without the DEM): 0.974 vs 0.952 at 10 labels on sim:101:tropical. STEPS, when set,
+# overrides the config's steps. Each stage is skipped when its
 # output exists, so a rerun resumes (training resumes from its last checkpoint).
 # The data stages write byte-identical shards on every run and training on the same bytes is
 # deterministic on one machine (checked: two full runs, identical shards; 40 steps on each,
@@ -18,7 +18,7 @@
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 WORK=${WORK:-pretrain_work}
-STEPS=${STEPS:-1500}
+STEPS=${STEPS:-}
 OUT=${OUT:-model/weights/tiny}
 REALDATA=${REALDATA:-../shared/realdata}
 BEAM="--direct_num_workers 2 --direct_running_mode multi_processing"
@@ -54,10 +54,8 @@ for spec in "worldcereal 2021" "eolearn 2015"; do
     --out "$WORK/td_$1" $BEAM
 done
 
-"$BIN/earthembed" train --config tiny --seed 0 --steps "$STEPS" --workdir "$WORK/run" \
-  --data "$WORK/td_tropical,$WORK/td_temperate,$WORK/td_worldcereal,$WORK/td_eolearn" \
-  --config.train.data_weights="(0.4,0.4,0.1,0.1)" \
-  --config.train.label_window=32 --config.loss.label=0 --config.loss.label_linear=1 \
-  --config.loss.linear_labels_only=true --config.model.embed_without=cop_dem
+# The --data order is the order of tiny_shipped's train.data_weights.
+"$BIN/earthembed" train --config tiny_shipped ${STEPS:+--steps "$STEPS"} --workdir "$WORK/run" \
+  --data "$WORK/td_tropical,$WORK/td_temperate,$WORK/td_worldcereal,$WORK/td_eolearn"
 "$BIN/earthembed" export --workdir "$WORK/run" --out "$OUT"
 echo "pretrain: $OUT in $(( $(date +%s) - start )) s"

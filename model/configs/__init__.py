@@ -1,4 +1,6 @@
-"""Model and training configs (ml_collections): `tiny`, `base`, `large`.
+"""Model and training configs (ml_collections): `tiny`, `tiny_shipped`, `base`, `large`.
+
+`tiny_shipped` is the recipe of the shipped demo model (model/weights/tiny, `make pretrain`).
 
 `get(name)` returns a fresh ConfigDict; `--config.x=y` style overrides are applied by
 `model.main` with `apply_overrides`.
@@ -12,11 +14,11 @@ from collections.abc import Sequence
 
 import ml_collections
 
-NAMES = ("tiny", "base", "large")
+NAMES = ("tiny", "tiny_shipped", "base", "large")
 
 
 def get(name: str) -> ml_collections.ConfigDict:
-    """The named config (tiny, base, large)."""
+    """The named config (one of NAMES)."""
     if name not in NAMES:
         raise ValueError(f"--config must be one of {NAMES}; got {name!r}")
     return importlib.import_module(f"model.configs.{name}").get_config()

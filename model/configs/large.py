@@ -1,6 +1,6 @@
 """large: about 480M parameters, for TPU pod slices (data x model mesh).
 
-python -m model.train --config=large --data gs://b/td --workdir gs://b/runs/large
+python -m model.main --config=large --data gs://b/td --workdir gs://b/runs/large
 """
 
 from __future__ import annotations

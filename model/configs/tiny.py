@@ -2,11 +2,11 @@
 
     earthembed train --data /tmp/td --workdir /tmp/tiny --config tiny --steps 200
 
-The shipped model/weights/tiny is this config, seed 0, on the data of scripts/pretrain.sh
-(`make pretrain`), with data_weights (0.4, 0.4, 0.1, 0.1) over its four directories and
-train.label_window 32, loss.label 0, loss.label_linear 1, loss.linear_labels_only True
-and model.embed_without "cop_dem" (tiny-e554d1efcdb0: 0.974 vs 0.952 at 10 labels on
-sim:101:tropical); the tests keep the defaults below.
+The shipped model/weights/tiny is `tiny_shipped` (model/configs/tiny_shipped.py): this
+config with data_weights over the four directories of scripts/pretrain.sh (`make pretrain`),
+a label window, the label term on the summary's linear map alone and a bundle that embeds
+without the DEM (tiny-e554d1efcdb0: 0.974 vs 0.952 at 10 labels on sim:101:tropical); the
+tests keep the defaults below.
 The sim:101:tropical figures in the comments below compare settings on the region cached
 before the simulator's first commit; the fresh region scores lower (benchmarks/RESULTS.md,
 quality_model).
@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     # the shipped weights score 0.959 vs 0.952 with 24 (sim:101:tropical, 10 labels, 30 draws).
     m.summary_max_frames = 96
     # Comma-separated sources a bundle leaves out when it embeds (training reads them all).
-    # The shipped bundle sets "cop_dem" (scripts/pretrain.sh): with the DEM its label-trained
+    # The shipped bundle sets "cop_dem" (tiny_shipped): with the DEM its label-trained
     # read-out maps a wetland on higher ground to forest; without it, 0.974 vs 0.965 at 10
     # labels on sim:101:tropical (benchmarks/RESULTS.md, quality_model).
     m.embed_without = ""

@@ -11,7 +11,7 @@
 # 2. build a wheel of this checkout and copy it with constraints.txt to every host;
 # 3. on every host: a Python 3.11 virtualenv made by uv (the TPU images ship Python 3.10), the
 #    wheel with the constraints.txt pins and jax[tpu] at constraints.txt's jax version;
-# 4. start `python -m model.train --config=CONFIG --data=DATA --workdir=WORKDIR` on every host at
+# 4. start `python -m model.main --config=CONFIG --data=DATA --workdir=WORKDIR` on every host at
 #    once, in the background (log: ~/train.log; `gcloud compute tpus tpu-vm ssh NAME --zone Z
 #    --worker=0 --command 'tail -f ~/train.log'`). JAX_COORDINATOR_ADDRESS (worker 0) is the
 #    multi-host variable on which model.train calls jax.distributed.initialize(); every host
@@ -113,6 +113,6 @@ else
     --format 'value(networkEndpoints[0].ipAddress)')"
 fi
 train="export JAX_COORDINATOR_ADDRESS=$coordinator:$COORDINATOR_PORT; cd ~"
-train+="; nohup $VENV/bin/python -m model.train --config=$config --data=$data --workdir=$workdir"
+train+="; nohup $VENV/bin/python -m model.main --config=$config --data=$data --workdir=$workdir"
 train+="${train_args[*]:+ ${train_args[*]}} < /dev/null > ~/train.log 2>&1 &"
 run gcloud compute tpus tpu-vm ssh "$name" "${where[@]}" --worker=all --command "$train"

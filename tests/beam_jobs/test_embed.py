@@ -7,13 +7,12 @@ receptive field is 2 px (inside every halo used here), and compare:
 - the same tiles embedded as 16 px chips and as one 64 px chip (seamless halo);
 - a run that dies writing its second tile, then rerun, against an uninterrupted run;
 - a run over a catalog with one corrupt COG (its chips dead-lettered, tiles still written).
-One more run uses the real tiny bundle when model/weights/tiny is shipped.
+One more run uses the real tiny bundle model/weights/tiny (the shipped_bundle fixture).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -34,9 +33,6 @@ from schemas.observations import Observations, SourceFrames
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 REPO = Path(__file__).resolve().parents[2]
-# The shipped tiny bundle; EARTHEMBED_TINY_BUNDLE points the real-model tests elsewhere.
-TINY = Path(os.environ.get("EARTHEMBED_TINY_BUNDLE", REPO / "model" / "weights" / "tiny"))
-HAVE_BUNDLE = (REPO / "model" / "bundle.py").exists() and (TINY / "bundle.json").is_file()
 # The simulated region in EPSG:32631: x 616320..617580, y 5605140..5605440 (126 x 30 px).
 REGION = (616320.0, 5605140.0, 617580.0, 5605440.0)
 SIM_BBOX = "4.643759,50.586682,4.660491,50.588896"
@@ -538,15 +534,15 @@ def test_parser_lists_the_issue_options():
     assert embed.build_parser().get_default("model") == str(REPO / "model" / "weights" / "tiny")
 
 
-@pytest.mark.skipif(not HAVE_BUNDLE, reason="model/bundle.py and model/weights/tiny not shipped")
-def test_real_tiny_bundle_end_to_end(sim_catalog, aoi_file, tmp_path):
+def test_real_tiny_bundle_end_to_end(sim_catalog, aoi_file, tmp_path, shipped_bundle):
     """The shipped tiny model: valid unit vectors; 16 px chips vs one 64 px chip agree to
     within the model's context effect (it attends over the whole chip)."""
     inference.clear_bundle_cache()
+    tiny = str(shipped_bundle)
     outs = {}
     for chip in (16, 64):
         out = tmp_path / f"real{chip}"
-        assert embed.run(_argv(sim_catalog, aoi_file, out, chip=chip, model=str(TINY))[:-2]) == 0
+        assert embed.run(_argv(sim_catalog, aoi_file, out, chip=chip, model=tiny)[:-2]) == 0
         outs[chip] = out
     inference.clear_bundle_cache()
     cos = []

@@ -2,13 +2,12 @@
 
 Runs use a fake bundle (the bundle protocol; per point the mean of the valid Sentinel-2 10 m
 bands over the period, projected to 64 dims and normalized) so values can be checked exactly,
-and the real tiny bundle when model/weights/tiny is shipped.
+and the real tiny bundle model/weights/tiny (the shipped_bundle fixture).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,6 @@ from schemas.observations import Observations, SourceFrames
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = Path(os.environ.get("EARTHEMBED_TINY_BUNDLE", REPO / "model" / "weights" / "tiny"))
-HAVE_BUNDLE = (REPO / "model" / "bundle.py").exists() and (TINY / "bundle.json").is_file()
 PERIOD = "2021-01-01/2022-01-01"
 
 
@@ -153,11 +149,10 @@ def test_embed_points_option_errors(point_table, fake_model, tmp_path, capsys):
         )
 
 
-@pytest.mark.skipif(not HAVE_BUNDLE, reason="model/bundle.py and model/weights/tiny not shipped")
-def test_embed_points_real_bundle_unit_vectors(point_table, tmp_path):
+def test_embed_points_real_bundle_unit_vectors(point_table, tmp_path, shipped_bundle):
     inference.clear_bundle_cache()
     out = tmp_path / "real.parquet"
-    argv = ["--observations", str(point_table), "--period", PERIOD, "--model", str(TINY)]
+    argv = ["--observations", str(point_table), "--period", PERIOD, "--model", str(shipped_bundle)]
     assert embed_points.run([*argv, "--out", str(out), "--batch-size", "16"]) == 0
     inference.clear_bundle_cache()
     t = pq.read_table(out)

@@ -3,13 +3,12 @@
 The handler is tested against a small fake bundle (the bundle protocol of model/bundle.py:
 prepare / prepare_points / pad_batch / embed_batch): per pixel, the mean of the valid
 Sentinel-2 10 m bands over the period, projected to 64 dims by a fixed matrix and normalized,
-NaN where the pixel has no valid observation. One test runs the real tiny bundle when it is
-shipped in model/weights/tiny.
+NaN where the pixel has no valid observation. One test runs the real tiny bundle
+model/weights/tiny (the shipped_bundle fixture).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import apache_beam as beam
@@ -23,10 +22,6 @@ from beam_jobs import inference, runner
 from schemas.grid import GridWindow
 from schemas.observations import Observations, SourceFrames
 
-REPO = Path(__file__).resolve().parents[2]
-# The shipped tiny bundle; EARTHEMBED_TINY_BUNDLE points the real-model tests elsewhere.
-TINY = Path(os.environ.get("EARTHEMBED_TINY_BUNDLE", REPO / "model" / "weights" / "tiny"))
-HAVE_BUNDLE = (REPO / "model" / "bundle.py").exists() and (TINY / "bundle.json").is_file()
 T0, T1 = 1_672_531_200_000, 1_704_067_200_000  # 2023
 
 
@@ -232,12 +227,13 @@ def test_keyed_run_inference_pipeline(fake):
 # ------------------------------------------------------------------------------- real bundle
 
 
-@pytest.mark.skipif(not HAVE_BUNDLE, reason="model/bundle.py and model/weights/tiny not shipped")
-def test_real_tiny_bundle_handler_batches_are_independent():
+def test_real_tiny_bundle_handler_batches_are_independent(shipped_bundle):
     """The real tiny bundle: a window embeds alike in a padded batch of 4 beside others and
     alone in a batch of 1; the points path gives unit vectors too."""
     inference.clear_bundle_cache()
-    handler = inference.FlaxEmbeddingModelHandler(str(TINY), batch_size=4, warmup_patch_size=8)
+    handler = inference.FlaxEmbeddingModelHandler(
+        str(shipped_bundle), batch_size=4, warmup_patch_size=8
+    )
     bundle = handler.load_model()
     reqs = [inference.EmbedRequest(_window_obs(s, p=8, frames=5), T0, T1) for s in range(3)]
     results = list(handler.run_inference(reqs, bundle))

@@ -43,7 +43,7 @@ def test_tpu_pod_dry_run_prints_the_exact_commands():
     )
     train = (
         "export JAX_COORDINATOR_ADDRESS=WORKER0_IP:8476; cd ~; nohup "
-        "~/earthembed-venv/bin/python -m model.train --config=large "
+        "~/earthembed-venv/bin/python -m model.main --config=large "
         f"--data={data} --workdir={workdir} --steps=1000 < /dev/null > ~/train.log 2>&1 &"
     )
     assert result.stdout.splitlines() == [
@@ -118,7 +118,7 @@ def test_vertex_job_spec():
     assert container["imageUri"] == cloud.image_uri(
         project="PROJECT", region="REGION", version="VERSION", gpu=True
     )
-    assert container["command"] == ["python", "-m", "model.train"]
+    assert container["command"] == ["python", "-m", "model.main"]
     assert container["args"] == [
         "--config=base",
         "--data=gs://BUCKET/training/v1",

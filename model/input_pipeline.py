@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from model import features
-from schemas import examples
+from schemas import examples, sensors
 
 TARGET_KEYS = ("target/landcover", "target/class_id")
 
@@ -74,13 +74,53 @@ def open_data_dir(path: str) -> DataDir:
     return d
 
 
-def _spec(d: DataDir) -> dict:
+def tf_feature_spec(
+    *, patch_size: int, max_frames: int, sources: Sequence[str] = sensors.SOURCE_IDS
+) -> dict:
+    """name -> tf.io.FixedLenFeature for `tf.io.parse_example` (imports TensorFlow)."""
     import tensorflow as tf
 
-    layout = examples.feature_layout(patch_size=d.patch_size, max_frames=d.max_frames)
     kinds = {"float": tf.float32, "int64": tf.int64, "bytes": tf.string}
-    names = features.example_keys() + TARGET_KEYS
-    return {n: tf.io.FixedLenFeature(list(layout[n].shape), kinds[layout[n].stored]) for n in names}
+    return {
+        name: tf.io.FixedLenFeature(list(f.shape), kinds[f.stored])
+        for name, f in examples.feature_layout(
+            patch_size=patch_size, max_frames=max_frames, sources=sources
+        ).items()
+    }
+
+
+def parse_examples(
+    serialized,
+    *,
+    patch_size: int,
+    max_frames: int,
+    sources: Sequence[str] = sensors.SOURCE_IDS,
+) -> dict:
+    """Serialized examples (a [B] or scalar string tensor) -> name -> tf.Tensor.
+
+    Shapes are those of `feature_layout` (with a leading batch dimension for a [B] input);
+    masks (`valid`, `frame_valid`) come back as tf.bool, the rest as stored. Use it in
+    tf.data: `ds.batch(B).map(functools.partial(parse_examples, patch_size=P, max_frames=T))`.
+    """
+    import tensorflow as tf
+
+    spec = tf_feature_spec(patch_size=patch_size, max_frames=max_frames, sources=sources)
+    serialized = tf.convert_to_tensor(serialized, dtype=tf.string)
+    if serialized.shape.rank == 0:
+        parsed = tf.io.parse_single_example(serialized, spec)
+    else:
+        parsed = tf.io.parse_example(serialized, spec)
+    layout = examples.feature_layout(patch_size=patch_size, max_frames=max_frames, sources=sources)
+    out = {}
+    for name, tensor in parsed.items():
+        out[name] = tf.cast(tensor, tf.bool) if layout[name].dtype == "bool" else tensor
+    return out
+
+
+def _spec(d: DataDir) -> dict:
+    """The features training reads (the model's inputs and targets) of `tf_feature_spec`."""
+    spec = tf_feature_spec(patch_size=d.patch_size, max_frames=d.max_frames)
+    return {n: spec[n] for n in features.example_keys() + TARGET_KEYS}
 
 
 def dataset(

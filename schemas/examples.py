@@ -43,7 +43,8 @@ A static source (cop_dem) has one frame at `sensors.STATIC_TIME_MS`.
 This module never imports TensorFlow (Beam workers and light tools import it):
 `example_features` / `serialize_example` build and encode examples with numpy and a small
 protobuf encoder, `decode_example` decodes them with numpy. The TensorFlow parser of the same
-layout (`tf_feature_spec`, `parse_examples`) is beam_jobs/io/tf_examples.py.
+layout (`tf_feature_spec`, `parse_examples`) is in model/input_pipeline.py, which tf.data
+training reads through.
 """
 
 from __future__ import annotations

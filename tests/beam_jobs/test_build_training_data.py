@@ -19,7 +19,7 @@ import pytest
 from beam_jobs import build_training_data as btd
 from beam_jobs import runner, simulate
 from beam_jobs.inspect_tfrecords import iter_records
-from beam_jobs.io import tf_examples
+from model import input_pipeline
 from schemas import composite, examples, sensors
 from schemas.grid import GridWindow
 
@@ -237,7 +237,7 @@ def _assert_stats_match_numpy(out: Path) -> dict:
 
 def _parse_all_with_tf(records: list[bytes], patch_size: int, max_frames: int) -> dict:
     tf = pytest.importorskip("tensorflow")
-    parsed = tf_examples.parse_examples(
+    parsed = input_pipeline.parse_examples(
         tf.constant(records), patch_size=patch_size, max_frames=max_frames
     )
     assert parsed["sentinel2_l2a/values"].shape[0] == len(records)

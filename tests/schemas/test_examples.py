@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from beam_jobs.io import tf_examples
+from model import input_pipeline
 from schemas import examples, sensors
 from schemas.grid import GridWindow, lonlat_to_utm
 from schemas.observations import Observations, SourceFrames
@@ -185,7 +185,7 @@ def test_round_trip_numpy_and_tensorflow(p):
     assert ex.features.feature["target/text"].bytes_list.value[0] == b"cropland"
 
     # The tf.data parse function (batch of 2 and scalar).
-    parsed = tf_examples.parse_examples(tf.constant([data, data]), patch_size=p, max_frames=8)
+    parsed = input_pipeline.parse_examples(tf.constant([data, data]), patch_size=p, max_frames=8)
     for name, want in f.items():
         got = parsed[name].numpy()
         assert got.shape == (2, *want.shape), name
@@ -194,7 +194,7 @@ def test_round_trip_numpy_and_tensorflow(p):
         else:
             np.testing.assert_array_equal(got[1], want, err_msg=name)
     assert parsed["sentinel1/valid"].dtype == tf.bool
-    one = tf_examples.parse_examples(tf.constant(data), patch_size=p, max_frames=8)
+    one = input_pipeline.parse_examples(tf.constant(data), patch_size=p, max_frames=8)
     np.testing.assert_array_equal(one["target/landcover"].numpy(), lc)
     assert int(one["schema_version"]) == examples.SCHEMA_VERSION
 

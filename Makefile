@@ -24,7 +24,7 @@ venv: $(STAMP)
 # The demo: simulate the demo region (two years), embed 2023 with the shipped model
 # (model/weights/tiny), then read the tiles back and draw them (scripts/demo.py).
 demo: $(STAMP)
-	$(BIN)/earthembed simulate --out $(DEMO_OUT)/sim --region demo --years 2023,2024 --seed 0
+	$(BIN)/earthembed simulate --out $(DEMO_OUT)/sim --sim-region demo --years 2023,2024 --seed 0
 	$(BIN)/python scripts/demo.py aoi $(DEMO_OUT)/sim $(DEMO_OUT)/aoi.geojson
 	$(BIN)/earthembed embed --stac $(DEMO_OUT)/sim/catalog.json --aoi $(DEMO_OUT)/aoi.geojson \
 	  --year 2023 --tile-size 256 --out $(DEMO_OUT)/emb

@@ -61,7 +61,7 @@ GPU_JOBS = ("embed", "embed_points")  # the jobs that run the model
 # Job options that are not template parameters, and why.
 EXCLUDED_OPTIONS: dict[str, dict[str, str]] = {
     "simulate": {
-        "region": "its only value, demo, is the default, and the name is Dataflow's own --region",
+        "sim_region": "its only value, demo, is the default",
     },
 }
 CLOUDBUILD_CONFIG = "templates/cloudbuild.yaml"

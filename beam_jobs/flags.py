@@ -182,13 +182,16 @@ def simulate_parser() -> argparse.ArgumentParser:
     _add_out(p, "output folder")
     _add_years(p, default="2023")
     p.add_argument(
-        "--region",
+        "--sim-region",
+        dest="region",
         default="demo",
         choices=SIM_REGIONS,
-        help="named region (a cloud region such as europe-west1 is left to Beam: Dataflow's)",
+        help="named simulated region (--region is Dataflow's, as on every job)",
     )
-    _add_bbox(p, " (instead of --region)")
-    p.add_argument("--size-km", default=None, help="with --region: W or WxH km (unset: 5.12x2.56)")
+    _add_bbox(p, " (instead of --sim-region)")
+    p.add_argument(
+        "--size-km", default=None, help="with --sim-region: W or WxH km (unset: 5.12x2.56)"
+    )
     _add_seed(p)
     p.add_argument("--biome", default="temperate", choices=SIM_BIOMES, help="climate and classes")
     p.add_argument(

@@ -4,7 +4,7 @@ Runbook
 -------
 Locally (Python FnApiRunner; the demo takes a few minutes on 2 cores)::
 
-    earthembed simulate --out demo_out/sim --region demo --years 2023,2024 --seed 0
+    earthembed simulate --out demo_out/sim --sim-region demo --years 2023,2024 --seed 0
     earthembed simulate --out /tmp/sim_tropics --biome tropical --size-km 2.56 \
         --years 2023 --cloud-cover 0.6 --direct_num_workers 2 \
         --direct_running_mode multi_processing
@@ -44,7 +44,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import re
 import sys
 import uuid
 from pathlib import Path
@@ -82,37 +81,9 @@ EXTENSIONS = {
 # ---------------------------------------------------------------------------------- options
 
 
-# A cloud region (europe-west1, us-central1): Dataflow's --region, never a named sim region.
-_CLOUD_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
-
-
-def _split_cloud_region(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Hand `--region <cloud region>` to Beam; `--region demo` stays the job's.
-
-    Dataflow (and its flex-template launcher) passes `--region=europe-west1`, which this job's
-    own `--region` (a named simulated region) would otherwise reject.
-    """
-    job, beam = [], []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--region" and i + 1 < len(argv) and _CLOUD_REGION.fullmatch(argv[i + 1]):
-            beam += argv[i : i + 2]
-            i += 2
-            continue
-        if arg.startswith("--region=") and _CLOUD_REGION.fullmatch(arg.split("=", 1)[1]):
-            beam.append(arg)
-        else:
-            job.append(arg)
-        i += 1
-    return job, beam
-
-
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    """Job options and the leftover Beam options."""
-    job_argv, cloud_region = _split_cloud_region(list(sys.argv[1:] if argv is None else argv))
-    args, beam_args = build_parser().parse_known_args(job_argv)
-    return args, beam_args + cloud_region
+    """Job options and the leftover Beam options (Dataflow's --region among them)."""
+    return build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
 
 
 def region_from_args(args: argparse.Namespace) -> SimRegion:

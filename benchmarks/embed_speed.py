@@ -2,7 +2,7 @@
 
 Runbook:
 
-    earthembed simulate --out /tmp/emb_demo_sim --region demo --years 2023 --seed 0
+    earthembed simulate --out /tmp/emb_demo_sim --sim-region demo --years 2023 --seed 0
     python -m benchmarks.embed_speed --stac /tmp/emb_demo_sim/catalog.json --work /tmp/embed_speed
     python -m benchmarks.embed_speed --stac ... --work ... -- --direct_num_workers 2 \\
         --direct_running_mode multi_processing          # after `--`: passed to the embed job

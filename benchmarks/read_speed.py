@@ -2,7 +2,7 @@
 
 Runbook:
 
-    earthembed simulate --out /tmp/demo_sim --region demo --years 2023   # once
+    earthembed simulate --out /tmp/demo_sim --sim-region demo --years 2023   # once
     python -m benchmarks.read_speed --catalog /tmp/demo_sim/catalog.json --size 32 256
     python -m benchmarks.read_speed --catalog /tmp/demo_sim/catalog.json --size 32 --profile
 

@@ -188,7 +188,9 @@ def _embed(opts: argparse.Namespace) -> str:
         if not Path(stac).exists():
             from beam_jobs import simulate
 
-            simulate.run(["--out", str(sim), "--region", "demo", "--years", "2023", "--seed", "0"])
+            simulate.run(
+                ["--out", str(sim), "--sim-region", "demo", "--years", "2023", "--seed", "0"]
+            )
     work = opts.embed_work or str(root / "embed_speed")
     argv = ["--stac", stac, "--work", work]
     command = "python -m benchmarks.embed_speed " + " ".join(argv)

@@ -241,7 +241,7 @@ def _sim_dataset(
             [
                 "--out",
                 str(sim_dir),
-                "--region",
+                "--sim-region",
                 "demo",
                 "--size-km",
                 f"{size_km:g}",

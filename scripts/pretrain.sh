@@ -28,7 +28,7 @@ start=$(date +%s)
 for spec in "11 tropical" "12 temperate"; do
   set -- $spec
   sim="$WORK/sim_$1_$2"
-  [ -f "$sim/catalog.json" ] || "$BIN/earthembed" simulate --out "$sim" --region demo \
+  [ -f "$sim/catalog.json" ] || "$BIN/earthembed" simulate --out "$sim" --sim-region demo \
     --size-km 5.12x2.56 --years 2023 --seed "$1" --biome "$2"
   [ -f "$WORK/td_$2/stats.json" ] || "$BIN/earthembed" build-training-data \
     --stac "$sim/catalog.json" --years 2023 --num-samples 160 --patch-size 32 --max-frames 12 \

@@ -138,7 +138,9 @@ def make_region(
         )
     else:
         if region not in REGIONS:
-            raise ValueError(f"--region must be one of {REGIONS} (or give --bbox); got {region!r}")
+            raise ValueError(
+                f"--sim-region must be one of {REGIONS} (or give --bbox); got {region!r}"
+            )
         cx, cy = b.demo_center
         windows = (centered_window(b.demo_epsg, cx, cy, _parse_size(size_km)),)
     return SimRegion(

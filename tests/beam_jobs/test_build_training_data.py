@@ -362,7 +362,7 @@ SIM_ARGS = ["--size-km", "0.64", "--seed", "0", "--cloud-cover", "0.3"]
 @pytest.fixture(scope="module")
 def sim_catalog(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim")
-    simulate.run(["--out", str(out), "--region", "demo", "--years", "2023,2024", *SIM_ARGS])
+    simulate.run(["--out", str(out), "--sim-region", "demo", "--years", "2023,2024", *SIM_ARGS])
     return out / "catalog.json"
 
 

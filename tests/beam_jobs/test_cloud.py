@@ -188,7 +188,11 @@ def test_dry_run_gpu_embed_asks_for_an_l4_on_g2(capsys):
     "argv, message",
     [
         (["run", "simulate", "--out", "/tmp/sim"], "parameter 'out': '/tmp/sim' does not match"),
-        (["run", "simulate", "--out", "gs://my-bucket/s", "--region", "demo"], "--region given"),
+        (
+            ["run", "simulate", "--out", "gs://my-bucket/s", "--region", "us-central1"],
+            "--region given",
+        ),
+        (["run", "simulate", "--sim-region", "demo"], "unknown parameter 'sim_region'"),
         (["run", "simulate", "--out", "gs://my-bucket/s", "--gpu"], "--gpu applies to embed"),
         (["run", "embed", "--gpu", "--machine-type", "n1-standard-4"], "G2 machine type"),
         (["run", "simulate", "--outt", "gs://my-bucket/s"], "unknown parameter 'outt'"),
@@ -300,10 +304,18 @@ def test_job_options_names_every_long_option():
     assert list(cloud.job_options(p)) == ["num_samples", "verbose"]
 
 
-def test_simulate_hands_a_cloud_region_to_beam():
-    args, beam = simulate.parse_args(["--out", "x", "--region", "europe-west1"])
+def test_simulate_sim_region_is_the_jobs_and_region_is_beams():
+    args, beam = simulate.parse_args(
+        ["--out", "x", "--sim-region", "demo", "--region", "europe-west1"]
+    )
     assert (args.region, beam) == ("demo", ["--region", "europe-west1"])
-    args, beam = simulate.parse_args(["--out", "x", "--region=us-central1", "--region", "demo"])
-    assert (args.region, beam) == ("demo", ["--region=us-central1"])
-    with pytest.raises(SystemExit):
-        simulate.parse_args(["--out", "x", "--region", "dmeo"])  # a typo stays an error
+    args, beam = simulate.parse_args(["--out", "x", "--region=demo"])  # Beam's, whatever it says
+    assert (args.region, beam) == ("demo", ["--region=demo"])
+
+
+def test_simulate_rejects_an_unknown_sim_region_naming_the_choices(capsys):
+    with pytest.raises(SystemExit) as exc:
+        simulate.parse_args(["--out", "x", "--sim-region", "nowhere"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--sim-region: invalid choice: 'nowhere' (choose from 'demo')" in err

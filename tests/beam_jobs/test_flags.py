@@ -126,6 +126,21 @@ SHARED = ("--stac", "--observations", "--bbox", "--aoi", "--year", "--years", "-
           "--overwrite", "--bf16")  # fmt: skip
 
 
+def test_region_means_the_cloud_region_on_every_job():
+    """--region is Google Cloud's (cloud's own option, Beam's elsewhere); simulate's is --sim-region."""
+    for cmd, build in flags.PARSERS.items():
+        strings = {s for a in _options(build()) for s in a.option_strings}
+        assert ("--region" in strings) == (cmd == "cloud"), cmd
+    (sim_region,) = [
+        a for a in _options(flags.simulate_parser()) if "--sim-region" in a.option_strings
+    ]
+    assert (sim_region.dest, sim_region.default, sim_region.choices) == (
+        "region",
+        "demo",
+        ("demo",),
+    )
+
+
 @pytest.mark.parametrize("name", SHARED)
 def test_a_shared_option_parses_alike_in_every_job(name):
     seen = []

@@ -41,7 +41,7 @@ SMALL = [
 def test_simulate_build_train_export_embed(tmp_path):
     sim = tmp_path / "sim"
     simulate.run(
-        ["--out", str(sim), "--region", "demo", "--years", "2023", "--size-km", "0.64"]
+        ["--out", str(sim), "--sim-region", "demo", "--years", "2023", "--size-km", "0.64"]
         + ["--seed", "5", "--biome", "temperate"]
     )
     td = tmp_path / "td"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from beam_jobs import simulate, simulation
+import simulation
+from beam_jobs import simulate
 from beam_jobs.io import stac
 from schemas import sensors
 from schemas.grid import GridWindow
@@ -23,7 +24,7 @@ def sim(tmp_path_factory):
         [
             "--out",
             str(out),
-            "--region",
+            "--sim-region",
             "demo",
             "--size-km",
             "1.28",

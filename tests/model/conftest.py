@@ -55,7 +55,7 @@ def tiny_td(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("model_td")
     sim = root / "sim"
     simulate.run(
-        ["--out", str(sim), "--region", "demo", "--years", "2023", "--size-km", "0.64"]
+        ["--out", str(sim), "--sim-region", "demo", "--years", "2023", "--size-km", "0.64"]
         + ["--seed", "3", "--biome", "tropical", "--cloud-cover", "0.3"]
     )
     out = root / "td"

@@ -743,7 +743,7 @@ def demo_sim(tmp_path_factory) -> stac.StacCatalog:
 
     out = tmp_path_factory.mktemp("demo_sim")
     simulate.run(
-        ["--out", str(out), "--region", "demo", "--size-km", "0.64", "--years", "2023"]
+        ["--out", str(out), "--sim-region", "demo", "--size-km", "0.64", "--years", "2023"]
         + ["--seed", "5", "--cloud-cover", "0.4"]
     )
     return stac.StacCatalog.open(str(out / "catalog.json"))

@@ -2,7 +2,7 @@
 
 Runbook
 -------
-Once per project (README, "Run on Google Cloud"): enable the APIs, create the Artifact Registry
+Once per project (docs/cloud.md): enable the APIs, create the Artifact Registry
 repository `earthembed` and a bucket, grant the roles. Then, from the repository root::
 
     # the image (Cloud Build) and the spec gs://BUCKET/templates/simulate.json

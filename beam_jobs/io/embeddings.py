@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -512,3 +513,216 @@ def open_embeddings(
     values = dequantize(q)
     transform = Affine(px, 0.0, x0 + c0 * px, 0.0, -py, y0 - r0 * py)
     return EmbeddingField(values, valid_mask(values), transform, first.crs, tuple(used))
+
+
+# ---------------------------------------------------------------------------------- tiles
+
+_PERIOD = re.compile(r"^(\d{4}|\d{8}_\d{8})$")
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingTile:
+    """One embedding raster (ours or an official AEF tile) as a unit of work.
+
+    Analysis jobs put these in a PCollection and read each one in windows, so a worker holds
+    one window of one tile at a time (`tile_windows`, `read_tile`).
+
+    Attributes:
+        path: the COG.
+        tile_id: the file name without its suffix.
+        period: the period folder the file lies in (`2023`, `20230401_20240401`; our layout
+            `{period}/{zone}/{tile_id}.tif` and AEF's `.../{year}/{zone}/{name}.tiff` alike),
+            else the `year` tag, else None.
+        crs_wkt: the CRS as WKT (picklable, so tiles travel through Beam).
+        transform: north-up geotransform (a, b, c, d, e, f), negative e.
+        height, width: pixels.
+        bottom_up: the file stores rows south to north (AEF); reads flip them.
+        quality_path: our `{tile_id}_quality.tif` sidecar when it exists, else None.
+        tags: the dataset tags (model version, year, valid period, ...) as sorted pairs.
+    """
+
+    path: str
+    tile_id: str
+    period: str | None
+    crs_wkt: str
+    transform: tuple[float, float, float, float, float, float]
+    height: int
+    width: int
+    bottom_up: bool
+    quality_path: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform)
+
+    @property
+    def crs(self) -> CRS:
+        from rasterio.crs import CRS
+
+        return CRS.from_wkt(self.crs_wkt)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) in the tile's CRS."""
+        a, _, c, _, e, f = self.transform
+        return (c, f + self.height * e, c + self.width * a, f)
+
+    @property
+    def tag_dict(self) -> dict[str, str]:
+        return dict(self.tags)
+
+    def window_transform(self, r0: int, c0: int) -> Affine:
+        """North-up geotransform of the window whose top-left pixel is (r0, c0)."""
+        return self.affine @ Affine.translation(c0, r0)
+
+
+def _tile_period(path: str, tags: Mapping[str, str]) -> str | None:
+    parts = Path(path).parts
+    if len(parts) >= 3 and _PERIOD.match(parts[-3]):
+        return parts[-3]
+    return tags.get("label") or tags.get("year")
+
+
+def embedding_tile(path: str) -> EmbeddingTile:
+    """Describe one embedding raster (its header only); errors name the file."""
+    import rasterio
+
+    src = _open_source(path)
+    with rasterio.open(path) as ds:
+        tags = {k: str(v) for k, v in ds.tags().items()}
+    p = Path(path)
+    stem = p.name.rsplit(".", 1)[0]
+    quality = None
+    if not files.is_remote(path):
+        q = p.with_name(f"{stem}_quality.tif")
+        quality = str(q) if q.exists() else None
+    t = src.transform
+    return EmbeddingTile(
+        path=str(path),
+        tile_id=stem,
+        period=_tile_period(str(path), tags),
+        crs_wkt=src.crs.to_wkt(),
+        transform=(t.a, t.b, t.c, t.d, t.e, t.f),
+        height=src.height,
+        width=src.width,
+        bottom_up=src.bottom_up,
+        quality_path=quality,
+        tags=tuple(sorted(tags.items())),
+    )
+
+
+def list_embedding_tiles(
+    path_or_catalog: str | os.PathLike,
+    period: str | None = None,
+    bbox: Sequence[float] | None = None,
+    *,
+    bbox_crs: str = "EPSG:4326",
+) -> list[EmbeddingTile]:
+    """The embedding tiles of a folder, a STAC catalog or one file, for one period.
+
+    Args:
+        path_or_catalog: as `open_embeddings` takes it.
+        period: keep tiles of this period (`2023`); None keeps all.
+        bbox: keep tiles that intersect this box (in `bbox_crs`); None keeps all.
+
+    Raises:
+        FileNotFoundError / ValueError: as `open_embeddings`; and when no tile is left, naming
+            the periods that exist.
+    """
+    target = os.fspath(path_or_catalog)
+    if target.lower().endswith(".json"):
+        paths = _stac_files(target, bbox, bbox_crs)
+    elif not files.is_remote(target) and os.path.isdir(target):
+        paths = _embedding_files(target)
+    else:
+        paths = [target]
+    tiles = [embedding_tile(p) for p in paths]
+    found = sorted({str(t.period) for t in tiles})
+    if period is not None:
+        tiles = [t for t in tiles if t.period == str(period)]
+        if not tiles:
+            raise ValueError(
+                f"no embedding tiles for period {period!r} in {target}; periods found: "
+                f"{', '.join(found)}"
+            )
+    if bbox is not None:
+        tiles = [t for t in tiles if bbox_intersects(t.bounds, _bbox_in(bbox, bbox_crs, t.crs))]
+        if not tiles:
+            raise ValueError(f"no embedding tile in {target} intersects bbox {bbox} ({bbox_crs})")
+    return tiles
+
+
+def tile_windows(tile: EmbeddingTile, block: int = 1024) -> list[tuple[int, int, int, int]]:
+    """(r0, r1, c0, c1) windows of at most block x block px covering the tile, row-major."""
+    if block <= 0:
+        raise ValueError(f"block must be positive; got {block}")
+    return [
+        (r, min(r + block, tile.height), c, min(c + block, tile.width))
+        for r in range(0, tile.height, block)
+        for c in range(0, tile.width, block)
+    ]
+
+
+def read_tile_codes(
+    tile: EmbeddingTile, window: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
+    """int8 codes (h, w, 64) of north-up rows [r0, r1) and columns [c0, c1) (all by default)."""
+    r0, r1, c0, c1 = window if window is not None else (0, tile.height, 0, tile.width)
+    if not (0 <= r0 < r1 <= tile.height and 0 <= c0 < c1 <= tile.width):
+        raise ValueError(
+            f"window {(r0, r1, c0, c1)} outside {tile.path} ({tile.height} x {tile.width})"
+        )
+    src = _Source(tile.path, tile.crs, tile.affine, tile.height, tile.width, tile.bottom_up)
+    return _read_source(src, r0, r1, c0, c1)
+
+
+def read_tile_quality(
+    tile: EmbeddingTile, window: tuple[int, int, int, int] | None = None
+) -> dict[str, np.ndarray] | None:
+    """The quality sidecar's layers (decoded, NaN unknown) for a window, or None without one."""
+    if tile.quality_path is None:
+        return None
+    import rasterio
+    from rasterio.windows import Window
+
+    from schemas.embedding import decode_quality_layers
+
+    r0, r1, c0, c1 = window if window is not None else (0, tile.height, 0, tile.width)
+    with rasterio.open(tile.quality_path) as ds:
+        stored = ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))
+    return decode_quality_layers(stored)
+
+
+def read_tile(
+    tile: EmbeddingTile,
+    window: tuple[int, int, int, int] | None = None,
+    *,
+    min_confidence: float | None = None,
+) -> EmbeddingField:
+    """A window of one tile as a north-up float field.
+
+    Args:
+        tile: from `list_embedding_tiles` or `embedding_tile`.
+        window: (r0, r1, c0, c1) in north-up pixels; None for the whole tile.
+        min_confidence: mask pixels whose sidecar confidence is below this (or unknown).
+
+    Raises:
+        ValueError: `min_confidence` is given for a tile without a quality sidecar (AEF's
+            tiles have none), naming the tile.
+    """
+    r0, _, c0, _ = window if window is not None else (0, tile.height, 0, tile.width)
+    values = dequantize(read_tile_codes(tile, window))
+    valid = valid_mask(values)
+    if min_confidence is not None:
+        quality = read_tile_quality(tile, window)
+        if quality is None:
+            raise ValueError(
+                f"--min-confidence needs a quality sidecar; {tile.path} has none "
+                f"({tile.tile_id}_quality.tif)"
+            )
+        conf = quality["confidence"]
+        drop = ~(conf >= min_confidence)  # NaN (unknown) is dropped too
+        valid = valid & ~drop
+        values[drop] = np.nan
+    return EmbeddingField(values, valid, tile.window_transform(r0, c0), tile.crs, (tile.path,))

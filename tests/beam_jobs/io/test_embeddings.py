@@ -297,24 +297,8 @@ def test_open_aef_bottom_up_file(tmp_path):
     emb = unit_field(h, w)
     emb[0, 0] = np.nan  # north-west corner pixel: no data
     q = E.quantize(emb)  # north-up
-    y_south = Y0 - h * 10
     path = tmp_path / "aef-0-0.tiff"
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=w,
-        height=h,
-        count=64,
-        dtype="int8",
-        nodata=-128,
-        crs=f"EPSG:{EPSG}",
-        transform=Affine(10.0, 0.0, X0, 0.0, 10.0, y_south),
-        tiled=True,
-        blockxsize=16,
-        blockysize=16,
-    ) as dst:
-        dst.write(q[::-1].transpose(2, 0, 1))  # row 0 of the file is the southernmost row
+    _write_aef_tile(path, emb, X0, Y0)
     with rasterio.open(path) as src:
         assert src.transform.e > 0
     field = W.open_embeddings(str(path))
@@ -425,3 +409,76 @@ def test_open_errors_name_the_files(tmp_path):
         W.open_embeddings(str(years))
     with pytest.raises(FileNotFoundError, match="catalog.json"):
         W.open_embeddings(str(tmp_path / "catalog.json"))
+
+
+# ---------------------------------------------------------------------------------- tiles
+
+
+def _write_aef_tile(path: Path, emb: np.ndarray, x0: float, y0: float) -> None:
+    """An official-style tile: int8, nodata -128, stored bottom-up (positive y pixel size)."""
+    h, w = emb.shape[:2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=64,
+        dtype="int8",
+        nodata=-128,
+        crs=f"EPSG:{EPSG}",
+        transform=Affine(10.0, 0.0, x0, 0.0, 10.0, y0 - h * 10),
+        tiled=True,
+        blockxsize=16,
+        blockysize=16,
+    ) as dst:
+        dst.write(E.quantize(emb)[::-1].transpose(2, 0, 1))
+        dst.descriptions = E.BAND_NAMES
+
+
+def test_tiles_list_periods_windows_and_confidence(tmp_path):
+    ours = tmp_path / "ours"
+    p23, emb = _write_tile(ours / "2023" / "31N", "t0.tif", 0, 0, 40, 30)
+    _write_tile(ours / "2024" / "31N", "t0.tif", 0, 0, 40, 30)
+    conf = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(40, 30)
+    counts = {s: np.ones((40, 30), np.float32) for s in E.OBS_SOURCES}
+    layers = E.quality_layers(counts, np.ones((40, 30), np.float32), conf)
+    W.write_quality_cog(ours / "2023" / "31N" / "t0_quality.tif", layers, TRANSFORM, EPSG)
+    tiles = W.list_embedding_tiles(ours, "2023")
+    assert [(t.tile_id, t.period) for t in tiles] == [("t0", "2023")]
+    tile = tiles[0]
+    assert tile.quality_path is not None and not tile.bottom_up
+    assert tile.affine == TRANSFORM and tile.bounds == (X0, Y0 - 400, X0 + 300, Y0)
+    with pytest.raises(ValueError, match=r"period '2025'.*2023, 2024"):
+        W.list_embedding_tiles(ours, "2025")
+    # Windows cover the tile exactly once; a window read equals the whole read cropped.
+    wins = W.tile_windows(tile, 16)
+    assert len(wins) == 3 * 2 and wins[-1] == (32, 40, 16, 30)
+    whole = W.read_tile(tile)
+    np.testing.assert_array_equal(whole.values, E.dequantize(E.quantize(emb)))
+    part = W.read_tile(tile, (16, 32, 16, 30))
+    np.testing.assert_array_equal(part.values, whole.values[16:32, 16:30])
+    assert part.transform == Affine(10, 0, X0 + 160, 0, -10, Y0 - 160)
+    # Confidence below 0.5 (stored in steps of 0.005) is masked; pixel (3, 4) is nodata anyway.
+    masked = W.read_tile(tile, min_confidence=0.5)
+    stored = np.round(conf * 200) / 200
+    np.testing.assert_array_equal(masked.valid, (stored >= 0.5) & whole.valid)
+    assert np.isnan(masked.values[~masked.valid]).all()
+    # The same vectors stored AEF's way read back identically; AEF tiles have no sidecar.
+    aef = tmp_path / "aef" / "2023" / "31N" / "xyz.tiff"
+    _write_aef_tile(aef, emb, X0, Y0)
+    (atile,) = W.list_embedding_tiles(tmp_path / "aef", "2023")
+    assert atile.bottom_up and atile.period == "2023" and atile.affine == TRANSFORM
+    np.testing.assert_array_equal(
+        W.read_tile(atile, (5, 17, 3, 29)).values, part_of(whole, 5, 17, 3, 29)
+    )
+    np.testing.assert_array_equal(W.read_tile_codes(atile), W.read_tile_codes(tile))
+    with pytest.raises(ValueError, match="quality sidecar.*xyz"):
+        W.read_tile(atile, min_confidence=0.5)
+    with pytest.raises(ValueError, match="outside"):
+        W.read_tile(atile, (0, 41, 0, 30))
+
+
+def part_of(field, r0, r1, c0, c1):
+    return field.values[r0:r1, c0:c1]

@@ -423,6 +423,15 @@ def _stac_files(path: str, bbox: Sequence[float] | None, bbox_crs: str) -> list[
     return out
 
 
+def _target_files(target: str, bbox: Sequence[float] | None, bbox_crs: str) -> list[str]:
+    """The embedding rasters a path names: a STAC JSON's items, a folder's COGs, or the file."""
+    if target.lower().endswith(".json"):
+        return _stac_files(target, bbox, bbox_crs)
+    if not files.is_remote(target) and os.path.isdir(target):
+        return _embedding_files(target)
+    return [target]
+
+
 def open_embeddings(
     path_or_catalog: str | os.PathLike,
     bbox: tuple[float, float, float, float] | None = None,
@@ -448,12 +457,7 @@ def open_embeddings(
             pixel size or grid alignment, overlap, or nothing intersects `bbox`.
     """
     target = os.fspath(path_or_catalog)
-    if target.lower().endswith(".json"):
-        paths = _stac_files(target, bbox, bbox_crs)
-    elif not files.is_remote(target) and os.path.isdir(target):
-        paths = _embedding_files(target)
-    else:
-        paths = [target]
+    paths = _target_files(target, bbox, bbox_crs)
     sources = [_open_source(f) for f in paths]
     if bbox is not None:
         sources = [s for s in sources if bbox_intersects(s.bounds, _bbox_in(bbox, bbox_crs, s.crs))]
@@ -631,12 +635,7 @@ def list_embedding_tiles(
             the periods that exist.
     """
     target = os.fspath(path_or_catalog)
-    if target.lower().endswith(".json"):
-        paths = _stac_files(target, bbox, bbox_crs)
-    elif not files.is_remote(target) and os.path.isdir(target):
-        paths = _embedding_files(target)
-    else:
-        paths = [target]
+    paths = _target_files(target, bbox, bbox_crs)
     tiles = [embedding_tile(p) for p in paths]
     found = sorted({str(t.period) for t in tiles})
     if period is not None:

@@ -192,7 +192,8 @@ def item_ref(
     """
     collection = item.collection_id or source
     assets = item.assets
-    urls = [link.href for link in item.links] + [a.href for a in assets.values()]
+    # get_target_str, not .href: that resolves the root link (an HTTP read for API items).
+    urls = [link.get_target_str() or "" for link in item.links] + [a.href for a in assets.values()]
     name, profile = providers.resolve_profile(
         item.id, collection, item.properties, urls, provider=provider
     )

@@ -136,7 +136,7 @@ def _add_access(p) -> None:
         "--no-sign",
         action="store_true",
         help="do not sign Planetary Computer hrefs with a SAS token from the planetary-computer "
-        "package (e.g. when AZURE_STORAGE_SAS_TOKEN is set)",
+        "package (hrefs that already carry a token, or a mirror)",
     )
 
 

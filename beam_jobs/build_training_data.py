@@ -684,11 +684,15 @@ class BuildPatchExamplesFn(_BuildExamplesFn):
         composite_mode: str,
         class_names: Mapping[int, Mapping[int, str]],
         progress_of: tuple[str, int] | None = None,
+        provider: str | None = None,
+        requester_pays: bool = False,
+        sign: bool = True,
     ):
         super().__init__(
             max_frames=max_frames, composite_mode=composite_mode, progress_of=progress_of
         )
         self._stac_path = stac_path
+        self._access = {"provider": provider, "requester_pays": requester_pays, "sign": sign}
         self._class_names = {int(k): dict(v) for k, v in class_names.items()}
         self._catalog = None
 
@@ -696,7 +700,7 @@ class BuildPatchExamplesFn(_BuildExamplesFn):
         from beam_jobs.io import stac
 
         super().setup()
-        self._catalog = stac.StacCatalog.open(self._stac_path)
+        self._catalog = stac.StacCatalog.open(self._stac_path, **self._access)
 
     def process(self, spec: SampleSpec) -> Iterator:
         from beam_jobs.io import stac
@@ -1087,6 +1091,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             composite_mode=args.composite,
             class_names=class_names,
             progress_of=(uuid.uuid4().hex, len(specs)),
+            provider=args.provider,
+            requester_pays=args.requester_pays,
+            sign=not args.no_sign,
         )
         meta.update(
             source=args.stac,

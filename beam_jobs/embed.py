@@ -142,6 +142,9 @@ class EmbedSpec:
     sources: tuple[str, ...] | None = None
     read_block: int = 1  # chips per side read together
     aoi_wkb: Mapping[int, bytes] = dataclasses.field(default_factory=dict)  # epsg -> zone geom
+    provider: str | None = None  # --provider (None: per item)
+    requester_pays: bool = False
+    sign: bool = True  # sign Planetary Computer hrefs
 
     @property
     def label(self) -> str:
@@ -734,7 +737,10 @@ class ReadChipsFn(beam.DoFn):
     def setup(self):
         from beam_jobs.io import stac
 
-        self._catalog = stac.StacCatalog.open(self._spec.stac)
+        spec = self._spec
+        self._catalog = stac.StacCatalog.open(
+            spec.stac, provider=spec.provider, requester_pays=spec.requester_pays, sign=spec.sign
+        )
         self._progress = self._totals.tracker() if self._totals else None
 
     def process(self, block: ReadBlock) -> Iterator:
@@ -1103,6 +1109,9 @@ def plan_run(argv: Sequence[str] | None = None) -> RunPlan:
         sources=args.source_list,
         read_block=args.read_block,
         aoi_wkb=aoi,
+        provider=args.provider,
+        requester_pays=args.requester_pays,
+        sign=not args.no_sign,
     )
     _check_previous_run(out, spec.key, args.overwrite)
     if not files.is_remote(out):

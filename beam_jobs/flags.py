@@ -16,6 +16,8 @@ parser. An option name means one thing in every job; the shared `_add_*` helpers
     --seed          the random seed of the sampling         (simulate, build-training-data)
     --sources       registry source ids, comma-separated    (simulate, embed)
     --tile-size     side of the square files written, px    (simulate, embed)
+    --provider, --requester-pays, --no-sign: decoding and access of real catalogs
+                                                            (build-training-data, embed)
 
 Beam's own options (--runner, --direct_num_workers, ...) are not listed: every job passes what
 its parser does not know on to Beam.
@@ -66,6 +68,16 @@ SIM_SOURCES = ("sentinel2_l2a", "sentinel1", "landsat_c2l2", "cop_dem", "era5_la
 SIM_TILE_SIZE = 2048  # simulation.world.DEFAULT_TILE_SIZE
 SIM_CLOUD_COVER = 0.4
 
+# embed, build-training-data: mirror of beam_jobs/io/providers.PROVIDER_NAMES
+PROVIDER_NAMES = (
+    "earthembed",
+    "earth-search-v1",
+    "earth-search-v0",
+    "planetary-computer",
+    "cdse",
+    "usgs-landsatlook",
+)
+
 # cloud
 TEMPLATE_JOBS = ("simulate", "build_training_data", "embed", "embed_points")
 GPU_MACHINE_TYPE = "g2-standard-8"  # the L4 GPU comes only with G2 machine types
@@ -103,6 +115,29 @@ def _parser(command: str, description: str, **kwargs) -> argparse.ArgumentParser
 # `where` is the parser or a mutually exclusive group of it.
 def _add_stac(where, *, required: bool = False) -> None:
     where.add_argument("--stac", required=required, help="STAC catalog.json (static catalog)")
+
+
+def _add_access(p) -> None:
+    """How items of a catalog decode and how their hrefs are reached (beam_jobs/io/providers.py)."""
+    p.add_argument(
+        "--provider",
+        choices=PROVIDER_NAMES,
+        default=None,
+        help="decode every item with this provider's profiles (unset: chosen per item from "
+        "its collection, links and properties)",
+    )
+    p.add_argument(
+        "--requester-pays",
+        action="store_true",
+        help="read requester-pays s3:// assets (Landsat on Earth Search), billed to the AWS "
+        "account of the environment's credentials (sets AWS_REQUEST_PAYER)",
+    )
+    p.add_argument(
+        "--no-sign",
+        action="store_true",
+        help="do not sign Planetary Computer hrefs with a SAS token from the planetary-computer "
+        "package (hrefs that already carry a token, or a mirror)",
+    )
 
 
 def _add_observations(where, *, required: bool = False) -> None:
@@ -215,6 +250,7 @@ def build_training_data_parser() -> argparse.ArgumentParser:
     _add_bbox(p, " (unset: the labels' or the catalog's extent)")
     _add_aoi(p)
     _add_years(p, default=None, note=" (required with --stac)")
+    _add_access(p)
     p.add_argument(
         "--num-samples",
         type=int,
@@ -298,6 +334,7 @@ def embed_parser() -> argparse.ArgumentParser:
         help="read k x k neighbouring chips in one window (1: every chip on its own)",
     )
     _add_sources(p, default=None, what="to read (unset: all in the catalog)")
+    _add_access(p)
     _add_overwrite(p, "reuse --out although it holds another run")
     _add_verbose(p)
     return p

@@ -36,7 +36,7 @@ import math
 import os
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -49,6 +49,8 @@ from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject, transform_bounds
 
+from beam_jobs.io import providers
+from beam_jobs.io.providers import AssetRef
 from schemas import sensors
 from schemas.grid import PIXEL_SIZE_M, GridWindow, bbox_intersects
 from schemas.observations import Observations, SourceFrames
@@ -102,16 +104,6 @@ class AssetReadError(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
-class AssetRef:
-    """One asset: where it is and how its first band is encoded (raster:bands, if given)."""
-
-    href: str
-    scale: float | None = None
-    offset: float | None = None
-    nodata: float | None = None
-
-
-@dataclasses.dataclass(frozen=True)
 class ItemRef:
     """What the reader needs of an item, free of pystac: a STAC API client can build these."""
 
@@ -121,7 +113,9 @@ class ItemRef:
     bbox: tuple[float, float, float, float] | None
     epsg: int | None
     properties: Mapping[str, Any]
-    assets: Mapping[str, AssetRef]
+    assets: Mapping[str, AssetRef]  # by registry band name (own contract: by asset key)
+    provider: str = providers.OWN
+    access: providers.Access = providers.Access()
 
 
 class ItemIndex(Protocol):
@@ -156,32 +150,14 @@ def _float_or_none(v: Any) -> float | None:
 
 
 def _asset_ref(asset: pystac.Asset) -> AssetRef:
-    fields = asset.extra_fields
-    band: Mapping[str, Any] = {}
-    if fields.get("raster:bands"):  # raster extension 1.x
-        band = fields["raster:bands"][0]
-        scale, offset, nodata = band.get("scale"), band.get("offset"), band.get("nodata")
-    else:  # STAC 1.1 common `bands` (or asset-level fields for a one-band asset)
-        if fields.get("bands"):
-            band = fields["bands"][0]
-        scale = band.get("raster:scale", fields.get("raster:scale"))
-        offset = band.get("raster:offset", fields.get("raster:offset"))
-        nodata = band.get("nodata", fields.get("nodata"))
+    """The own contract's asset: its href and what its raster:bands (or bands) state."""
     return AssetRef(
-        asset.get_absolute_href() or asset.href,
-        _float_or_none(scale),
-        _float_or_none(offset),
-        _float_or_none(nodata),
+        asset.get_absolute_href() or asset.href, *providers.stated_encoding(asset.extra_fields)
     )
 
 
 def _item_epsg(props: Mapping[str, Any]) -> int | None:
-    if props.get("proj:epsg") is not None:
-        return int(props["proj:epsg"])
-    code = props.get("proj:code")
-    if isinstance(code, str) and code.upper().startswith("EPSG:"):
-        return int(code.split(":")[1])
-    return None
+    return providers.epsg_of(props)
 
 
 def _item_time_ms(item: pystac.Item) -> int:
@@ -191,8 +167,55 @@ def _item_time_ms(item: pystac.Item) -> int:
     return datetime_to_ms(when)
 
 
-def item_ref(item: pystac.Item, source: str) -> ItemRef:
-    """pystac.Item -> ItemRef."""
+def item_ref(
+    item: pystac.Item,
+    source: str | None = None,
+    *,
+    provider: str | None = None,
+    access: providers.Access | None = None,
+) -> ItemRef:
+    """pystac.Item -> ItemRef, decoded through its provider's profile.
+
+    Args:
+        item: the item.
+        source: its collection id when the item names none (a static catalog's parent id).
+        provider: force a provider (`providers.PROVIDER_NAMES`); None detects it from the
+            item's collection, links, hrefs and properties.
+        access: how its hrefs may be reached (requester pays, signing).
+
+    Returns:
+        The ItemRef; `source` is the registry source id. Own-contract items keep every asset
+        under its key; provider items hold one AssetRef per registry band they map.
+
+    Raises:
+        providers.ProfileError: no profile can decode the item (names item and collection).
+    """
+    collection = item.collection_id or source
+    assets = item.assets
+    # get_target_str, not .href: that resolves the root link (an HTTP read for API items).
+    urls = [link.get_target_str() or "" for link in item.links] + [a.href for a in assets.values()]
+    name, profile = providers.resolve_profile(
+        item.id, collection, item.properties, urls, provider=provider
+    )
+    if profile is None:
+        return _own_item_ref(item, str(collection), access)
+    refs = providers.decode_assets(
+        name,
+        profile,
+        providers.ItemFields(item.id, item.properties, item.datetime),
+        {k: (a.get_absolute_href() or a.href, a.extra_fields) for k, a in assets.items()},
+    )
+    epsg = _item_epsg(item.properties)
+    if epsg is None:  # CDSE states proj:code on each asset only
+        first = next((assets[r.key] for r in refs.values() if r.key in assets), None)
+        epsg = providers.epsg_of(first.extra_fields) if first is not None else None
+    return dataclasses.replace(
+        _own_item_ref(item, profile.source, access), epsg=epsg, assets=refs, provider=name
+    )
+
+
+def _own_item_ref(item: pystac.Item, source: str, access: providers.Access | None) -> ItemRef:
+    """The own contract: every asset under its key, as its raster:bands state it."""
     bbox = tuple(float(v) for v in item.bbox[:2] + item.bbox[-2:]) if item.bbox else None
     return ItemRef(
         id=item.id,
@@ -202,6 +225,7 @@ def item_ref(item: pystac.Item, source: str) -> ItemRef:
         epsg=_item_epsg(item.properties),
         properties=dict(item.properties),
         assets={k: _asset_ref(a) for k, a in item.assets.items()},
+        access=access or providers.Access(),
     )
 
 
@@ -213,11 +237,23 @@ class StacCatalog:
     cache of open datasets).
     """
 
-    def __init__(self, items: Iterable[tuple[str, pystac.Item]], href: str | None = None):
+    def __init__(
+        self,
+        items: Iterable[tuple[str, pystac.Item]],
+        href: str | None = None,
+        *,
+        provider: str | None = None,
+        access: providers.Access | None = None,
+    ):
         self.href = href
+        self.provider = provider
+        self.access = access or providers.Access()
+        # collection -> why its items are not decoded (auto-detection only; logged once)
+        self.skipped: dict[str, str] = {}
         by_source: dict[str, list[tuple[ItemRef, pystac.Item]]] = {}
         for source, item in items:
-            by_source.setdefault(source, []).append((item_ref(item, source), item))
+            ref = self._ref(item, source)
+            by_source.setdefault(ref.source, []).append((ref, item))
         self._refs: dict[str, list[ItemRef]] = {}
         self._items: dict[str, list[pystac.Item]] = {}
         self._times: dict[str, list[int]] = {}
@@ -227,16 +263,46 @@ class StacCatalog:
             self._items[source] = [i for _, i in pairs]
             self._times[source] = [r.time_ms for r, _ in pairs]
 
+    def _ref(self, item: pystac.Item, source: str) -> ItemRef:
+        """The item's ItemRef; with no provider forced, an item no profile decodes is kept
+        under its collection id (never a registry source, so never read) and its
+        collection is logged once and listed in `skipped`."""
+        try:
+            return item_ref(item, source, provider=self.provider, access=self.access)
+        except providers.ProfileError as e:
+            if self.provider is not None:
+                raise
+            collection = item.collection_id or source
+            if collection not in self.skipped:
+                self.skipped[collection] = str(e)
+                log.warning("skipping collection %r: %s", collection, e)
+            return _own_item_ref(item, collection, self.access)
+
     @classmethod
-    def open(cls, path_or_url: str) -> StacCatalog:
+    def open(
+        cls,
+        path_or_url: str,
+        *,
+        provider: str | None = None,
+        requester_pays: bool = False,
+        sign: bool = True,
+    ) -> StacCatalog:
         """Read a static catalog (catalog.json or collection.json) and index its items.
 
         Args:
             path_or_url: path or URL of the root catalog or collection.
+            provider: decode every item with this provider's profiles
+                (`providers.PROVIDER_NAMES`; --provider); None picks per item.
+            requester_pays: allow reads from requester-pays S3 buckets (--requester-pays).
+            sign: sign Planetary Computer hrefs before reading (off: --no-sign).
 
         Returns:
-            The indexed catalog. An item's source id is its collection id (its parent
-            catalog's id when it has no collection).
+            The indexed catalog. An item's source id is the registry source its profile
+            feeds (own contract: its collection id, or its parent catalog's id when it has
+            no collection).
+
+        Raises:
+            providers.ProfileError: with `provider`, an item it cannot decode.
         """
         root = pystac.read_file(str(path_or_url))
         if not isinstance(root, pystac.Catalog):
@@ -250,7 +316,8 @@ class StacCatalog:
                     source = parent.id if parent is not None else root.id
                 yield source, item
 
-        return cls(walk(), href=str(path_or_url))
+        access = providers.Access(requester_pays=requester_pays, sign=sign)
+        return cls(walk(), href=str(path_or_url), provider=provider, access=access)
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -436,10 +503,13 @@ class _DatasetCache:
         return len(self._open)
 
     @contextlib.contextmanager
-    def dataset(self, href: str) -> Iterator[_OpenDataset]:
-        """The open dataset of `href` (opened if need be), its lock held while in use."""
+    def dataset(
+        self, href: str, resolve: Callable[[], str] | None = None
+    ) -> Iterator[_OpenDataset]:
+        """The open dataset of `href` (opened if need be, at `resolve()` when given: a signed
+        or /vsi path), its lock held while in use."""
         while True:
-            entry = self._get(href)
+            entry = self._get(href, resolve)
             with entry.lock:
                 if not entry.ds.closed:
                     yield entry
@@ -451,7 +521,7 @@ class _DatasetCache:
             if self._open.get(entry.href) is entry:
                 del self._open[entry.href]
 
-    def _get(self, href: str) -> _OpenDataset:
+    def _get(self, href: str, resolve: Callable[[], str] | None = None) -> _OpenDataset:
         stamp = _file_stamp(href)
         with self._lock:
             entry = self._open.get(href)
@@ -461,7 +531,7 @@ class _DatasetCache:
             stale = self._open.pop(href, None)
         if stale is not None:
             _close(stale)
-        ds = rasterio.open(href)
+        ds = rasterio.open(resolve() if resolve is not None else href)
         try:
             entry = _OpenDataset(href, ds, stamp)
         except BaseException:
@@ -685,14 +755,9 @@ def _bilinear_aligned(
 
 
 def _encoding(band: sensors.Band, ref: AssetRef) -> sensors.Encoding:
-    """The registry encoding with whatever the asset's raster:bands states put over it."""
-    enc = band.encoding
-    return dataclasses.replace(
-        enc,
-        scale=enc.scale if ref.scale is None else ref.scale,
-        offset=enc.offset if ref.offset is None else ref.offset,
-        nodata=enc.nodata if ref.nodata is None else ref.nodata,
-    )
+    """The registry encoding with what the asset's raster:bands (or its profile) state put
+    over it (decoding to dB where the profile says the asset holds linear power)."""
+    return providers.band_encoding(band.encoding, ref)
 
 
 _READ_ERRORS = (rasterio.errors.RasterioError, CPLE_BaseError, OSError)
@@ -700,7 +765,11 @@ _READ_ERRORS = (rasterio.errors.RasterioError, CPLE_BaseError, OSError)
 
 def _asset_error(item: ItemRef, key: str, href: str, e: BaseException) -> AssetReadError:
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return AssetReadError(item.id, key, href, reason)
+    ref = item.assets.get(key)
+    if ref is not None and ref.key is not None:  # a provider's asset: name its own key
+        reason = providers.explain(reason, ref, item.access)
+        key = ref.key
+    return AssetReadError(item.id, key, href, providers.redact(reason))
 
 
 @dataclasses.dataclass
@@ -713,6 +782,13 @@ class _Warp:
     transform: Affine
     crs: CRS
     resampling: Resampling
+
+
+def _opener(ref: AssetRef, access: providers.Access) -> Callable[[], str] | None:
+    """How to open a provider's asset (signed, mapped to /vsi); None: its href as it is."""
+    if ref.key is None:
+        return None
+    return functools.partial(providers.open_path, ref, access)
 
 
 def _load_asset(
@@ -728,9 +804,15 @@ def _load_asset(
     ref = item.assets.get(key)
     if ref is None:
         raise AssetReadError(item.id, key, None, f"item has no asset {key!r}")
+    if ref.error is not None:
+        raise AssetReadError(item.id, ref.key or key, None, ref.error)
     dtype = np.float32 if encoding else np.float64
+    options = providers.gdal_options(ref, item.access)
     try:
-        with _DATASETS.dataset(ref.href) as opened:
+        with (
+            rasterio.Env(**options) if options else contextlib.nullcontext(),
+            _DATASETS.dataset(ref.href, _opener(ref, item.access)) as opened,
+        ):
             win = _source_window(opened, dst)
             if win is None:
                 return np.full(dst.shape, np.nan, dtype=dtype)

@@ -90,6 +90,9 @@ BAD = {
     "overwrite": ["yes", "True", ""],
     "bf16": ["yes", "1"],
     "share_model": ["yes", "1", ""],
+    "provider": ["earth-search", "PC", "planetary-computer,cdse", ""],
+    "requester_pays": ["yes", "1", ""],
+    "no_sign": ["yes", "1", ""],
 }
 
 

@@ -67,7 +67,7 @@ def test_nlist_nprobe_and_shard_plan_hand_values():
     assert X.choose_nlist(1_000_000, 131_072) == 512  # sqrt = 1000 -> 512
     assert X.choose_nlist(1_000_000, 3_900) == 64  # 3900 / 39 = 100 -> 64
     assert X.choose_nlist(1, 1) == 1
-    assert X.default_nprobe(512) == 16 and X.default_nprobe(4096) == 64
+    assert X.default_nprobe(512) == 64 and X.default_nprobe(64) == 16
     assert X.default_nprobe(8) == 8
     plan = X.plan_shards([(2, 50), (0, 60), (1, 50), (3, 200), (4, 10)], 110)
     assert plan == [[0, 1], [2], [3], [4]]
@@ -200,7 +200,7 @@ def test_manifest_shards_and_readers(built):
     assert [t["tile_id"] for t in manifest["tiles"]] == ["t0", "t1", "t2"]
     assert [s["tiles"] for s in manifest["shards"]] == [[0, 1], [2]]
     assert [s["n_vectors"] for s in manifest["shards"]] == [2 * (H * W_ - 1), H * W_ - 1]
-    # nlist: sqrt(5757) = 75 -> 64, nprobe max(16, 1) = 16.
+    # nlist: sqrt(5757) = 75 -> 64, nprobe max(16, 64 / 8) = 16.
     assert (manifest["nlist"], manifest["nprobe"]) == (64, 16)
     for shard in manifest["shards"]:  # faiss's own reader
         index = faiss.read_index(str(root / "idx_ours" / shard["path"]))

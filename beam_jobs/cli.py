@@ -54,6 +54,8 @@ JOBS: dict[str, Command] = {
         "beam_jobs.flags:embed_points_parser",
         "point observation table -> GeoParquet embeddings",
     ),
+    "index": Command("beam_jobs.index", "beam_jobs.flags:index_parser", "tiles -> ANN index"),
+    "search": Command("beam_jobs.search", "beam_jobs.flags:search_parser", "ANN index top-k"),
     "cloud": Command(
         "beam_jobs.cloud",
         "beam_jobs.flags:cloud_parser",

@@ -391,6 +391,72 @@ def cloud_parser() -> argparse.ArgumentParser:
     return p
 
 
+# index, search: mirrors of beam_jobs/index.py (which imports numpy and faiss).
+INDEX_KINDS = ("exact", "ivf-fp16", "ivf-sq8")  # index.KINDS
+DEFAULT_INDEX_KIND = "ivf-fp16"  # index.DEFAULT_KIND
+DEFAULT_SHARD_VECTORS = 1 << 26  # index.DEFAULT_SHARD_VECTORS
+DEFAULT_TRAIN_SIZE = 1 << 17  # index.DEFAULT_TRAIN_SIZE
+
+
+def _add_period_label(where, *, required: bool, note: str = "") -> None:
+    where.add_argument(
+        "--period",
+        required=required,
+        help="period of the tiles: their folder name (2023, 20230401_20240401) or START/END "
+        f"ISO dates{note}",
+    )
+
+
+def index_parser() -> argparse.ArgumentParser:
+    """`earthembed index` (Beam options are passed through)."""
+    p = _parser("index", "embedding tiles of a period -> sharded ANN index (faiss) + manifest")
+    p.add_argument("--embeddings", required=True, help="embedding tiles: folder, STAC or COG")
+    _add_period_label(p, required=True)
+    _add_out(p, "index directory (local or gs://)")
+    p.add_argument(
+        "--kind",
+        choices=INDEX_KINDS,
+        default=DEFAULT_INDEX_KIND,
+        help="exact: flat float32; ivf-fp16: inverted file, float16 vectors; ivf-sq8: inverted "
+        "file, 8-bit residuals (half the size, recall@10 < 0.95)",
+    )
+    p.add_argument(
+        "--shard-vectors", type=int, default=DEFAULT_SHARD_VECTORS, help="most vectors a shard"
+    )
+    p.add_argument(
+        "--train-size", type=int, default=DEFAULT_TRAIN_SIZE, help="IVF training sample, vectors"
+    )
+    p.add_argument("--nlist", type=int, help="IVF cells (unset: a power of two <= sqrt(vectors))")
+    p.add_argument("--nprobe", type=int, help="default cells searched (unset: max(16, nlist/8))")
+    _add_verbose(p)
+    return p
+
+
+def search_parser() -> argparse.ArgumentParser:
+    """`earthembed search` (no pipeline: reads the index's shards in this process)."""
+    p = _parser("search", "top-k most similar pixels of an index (`earthembed index`)", epilog=None)
+    p.add_argument("--index", required=True, help="index directory built by `earthembed index`")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--query",
+        action="append",
+        metavar="LON,LAT",
+        help="the stored vector of the pixel there (repeat for several queries)",
+    )
+    what.add_argument(
+        "--vector-file",
+        help="query vectors: .npy (float or int8 codes), Parquet (`embedding` column) or text",
+    )
+    p.add_argument("--k", type=int, default=10, help="hits per query")
+    p.add_argument("--nprobe", type=int, help="IVF cells searched per shard (unset: the index's)")
+    p.add_argument(
+        "--embeddings", help="read --query pixels from these tiles (unset: the indexed tiles)"
+    )
+    _add_period_label(p, required=False, note=" (unset: the index's)")
+    _add_out(p, "hits as Parquet (unset: print them)", required=False)
+    return p
+
+
 # command -> its parser
 PARSERS = {
     "simulate": simulate_parser,
@@ -399,4 +465,6 @@ PARSERS = {
     "embed": embed_parser,
     "embed-points": embed_points_parser,
     "cloud": cloud_parser,
+    "index": index_parser,
+    "search": search_parser,
 }

@@ -15,7 +15,7 @@ designed-feature baselines and write their full report (JSON, markdown tables, P
 a catalog) and runs benchmarks/embed_speed.py. With `--reuse`, a results.json or
 embed_speed.json made by the same command is rendered instead of rerun. A benchmark that
 fails gets its error in its section, and the run exits non-zero. On 2 CPU cores a full run takes about 45 minutes (each simulated quality
-region about 11, the embed benchmark about 5).
+region about 11, the embed benchmark about 5, the index benchmark about 5).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from benchmarks import embed_speed, speed
+from benchmarks import embed_speed, index_bench, speed
 from evaluation import evaluate, report
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,17 @@ def _embed(opts: argparse.Namespace) -> str:
     return embed_speed.markdown(json.loads(path.read_text()))
 
 
+def _index(opts: argparse.Namespace) -> str:
+    path = Path(opts.out_root) / "index_bench.json"
+    argv = ["--out", str(path)]
+    command = "python -m benchmarks.index_bench " + " ".join(argv)
+    if not (
+        opts.reuse and path.exists() and json.loads(path.read_text()).get("command") == command
+    ):
+        index_bench.run(argv)
+    return index_bench.markdown(json.loads(path.read_text()))
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
@@ -230,6 +241,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
         Benchmark("speed", "Speed", _speed),
         Benchmark("embed", "Embed: end-to-end throughput against the bare model", _embed),
+        Benchmark("index", "Index: ANN recall, build, size, latency; planet projection", _index),
     )
 }
 

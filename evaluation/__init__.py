@@ -72,6 +72,27 @@ MAX_TEST = 4000
 # Fewer than this many train or test pixels of a class and its balanced accuracy is noise.
 MIN_SPLIT_PIXELS = 10
 PCA_DIMS = 64
-DEFAULT_BLOCK = {"sim": 16, "eolearn": 10, "points": 16}
+DEFAULT_BLOCK = {
+    "sim": 16,
+    "simfine": 16,
+    "simlai": 16,
+    "simchange": 16,
+    "eolearn": 10,
+    "points": 16,
+    "fuel_moisture": 16,  # unused: the set comes with its own split by site
+}
 SIM_SIZE_KM = 2.56
 SIM_YEAR = 2023
+# Regression probes and the ridge penalties that leave-one-out picks from (inside training).
+REGRESSION_PROBES: tuple[str, ...] = ("knn5", "ridge")
+RIDGE_ALPHAS: tuple[float, ...] = tuple(10.0**k for k in range(-3, 6))
+DEFAULT_BUDGETS = {"classification": "1,10,max", "regression": "10,100,max"}
+# Held-out simulated tasks (simfine, simlai, simchange): years and footprint pretraining never
+# used (it used 2023 and the demo footprint, seeds 11 and 12; the landcover benchmarks 101,
+# 202). The footprint is the biome's demo centre moved SIM_EVAL_OFFSET_M east.
+SIM_EVAL_YEARS: tuple[int, int] = (2021, 2022)
+SIM_EVAL_OFFSET_M = 40_000.0
+SIM_EVAL_SEEDS = {"tropical": 303, "temperate": 404}
+# Change task: at most this many changed and as many unchanged pixels; bootstrap resamples.
+CHANGE_MAX_PER_SIDE = 2000
+CHANGE_BOOTSTRAP = 30

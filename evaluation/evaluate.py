@@ -171,7 +171,11 @@ def evaluate(
             for bk in best
         }
         results["paired"] = {
-            bk: paired_against_best({k: v[bk] for k, v in draws.items()}, error=accuracy_error)
+            bk: paired_against_best(
+                {k: v[bk] for k, v in draws.items()},
+                error=accuracy_error,
+                baseline=(best[bk]["name"], best[bk]["probe"]),
+            )
             for bk in best
         }
     timings["total_s"] = time.perf_counter() - t0
@@ -190,7 +194,9 @@ def _baseline_sets(dataset: LabelledPixels, seed: int) -> dict[str, np.ndarray]:
     return {k: v for k, v in sets.items() if v.shape[1] > 0}
 
 
-def paired_against_best(per_draw: dict, *, error, metric: str | None = None) -> dict:
+def paired_against_best(
+    per_draw: dict, *, error, metric: str | None = None, baseline: tuple[str, str] | None = None
+) -> dict:
     """Paired statistics of the embedding against the best baseline at one budget.
 
     Args:
@@ -199,6 +205,7 @@ def paired_against_best(per_draw: dict, *, error, metric: str | None = None) -> 
         error: the selection metric -> an error (lower is better).
         metric: for regression, the selection metric's key (MAE); the others get paired
             statistics too, on the same pair (error of R^2 = 1 - R^2).
+        baseline: (feature set, probe) to compare with; default the lowest mean error.
 
     Returns:
         {"baseline", "baseline_probe", "embedding_probe", then the paired_stats of the
@@ -210,7 +217,7 @@ def paired_against_best(per_draw: dict, *, error, metric: str | None = None) -> 
         return entry if metric is None else {p: v[metric] for p, v in entry.items()}
 
     base = {k: pick(v) for k, v in per_draw.items() if k != "embedding"}
-    name, probe, _ = best_entry(base, error=error)
+    name, probe = baseline or best_entry(base, error=error)[:2]
     _, e_probe, _ = best_entry({"embedding": pick(per_draw["embedding"])}, error=error)
     out = {"baseline": name, "baseline_probe": probe, "embedding_probe": e_probe}
     if metric is None:
@@ -312,7 +319,10 @@ def evaluate_regression(
             e_mae = min(v["mae"][0] for v in feats["embedding"][bk].values())
             results["error_reduction"][bk] = 1.0 - e_mae / best[bk]["mae"]
             results["paired"][bk] = paired_against_best(
-                {k: v[bk] for k, v in draws.items()}, error=identity_error, metric="mae"
+                {k: v[bk] for k, v in draws.items()},
+                error=identity_error,
+                metric="mae",
+                baseline=(best[bk]["name"], best[bk]["probe"]),
             )
     timings["total_s"] = time.perf_counter() - t0
     results["timings"] = {k: round(v, 3) for k, v in timings.items()}

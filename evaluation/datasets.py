@@ -1,5 +1,6 @@
-"""Data sets for the few-shot protocol: loaders (`sim:SEED:BIOME`, `eolearn`,
-`points:OBS:LABELS`), block and point-cell splits, stratified sampling of labelled pixels.
+"""Data sets for the few-shot protocol: loaders (`sim:SEED:BIOME`, `simfine`, `simlai`,
+`simchange`, `eolearn[:VARIANT]`, `points:OBS:LABELS`, `fuel_moisture`), block and point-cell
+splits, stratified sampling of labelled pixels.
 
 The protocol they implement: the evaluation package docstring (evaluation/__init__.py).
 """
@@ -15,14 +16,18 @@ from pathlib import Path
 import numpy as np
 
 from evaluation import (
+    CHANGE_MAX_PER_SIDE,
     DEFAULT_BLOCK,
     MAX_PER_CLASS,
     MAX_TEST,
     MIN_CLASS_PIXELS,
     MIN_SPLIT_PIXELS,
+    SIM_EVAL_OFFSET_M,
+    SIM_EVAL_YEARS,
     SIM_SIZE_KM,
     SIM_YEAR,
 )
+from schemas import sensors
 from schemas.grid import GridWindow, lonlat_to_utm, utm_epsg
 from schemas.observations import Observations
 
@@ -51,7 +56,9 @@ class LabelledPixels:
     `observations` is what an embedder sees (a whole window, so a model gets its spatial
     context, or a point set); `pixel_index` picks the labelled pixels out of its row-major
     pixels. `extra_series` holds pseudo-bands for the `designed` baseline, one column per
-    labelled pixel.
+    labelled pixel; `extra_features` more baselines computed by the loader (one row per
+    labelled pixel). A regression data set sets `targets` (float, one per labelled pixel)
+    and leaves `labels` all 0 and `class_names` empty.
     """
 
     name: str
@@ -62,6 +69,12 @@ class LabelledPixels:
     class_names: dict[int, str]
     extra_series: dict[str, PixelSeries] = dataclasses.field(default_factory=dict)
     info: dict = dataclasses.field(default_factory=dict)
+    targets: np.ndarray | None = None  # (N,) float64: a regression data set's targets
+    extra_features: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.targets is not None
 
     def __post_init__(self) -> None:
         self.pixel_index = np.asarray(self.pixel_index, dtype=np.int64)
@@ -75,6 +88,30 @@ class LabelledPixels:
         for name, s in self.extra_series.items():
             if s.values.ndim != 2 or s.values.shape[1] != n:
                 raise ValueError(f"extra series {name!r}: values {s.values.shape} != (T, {n})")
+        for name, f in self.extra_features.items():
+            if f.ndim != 2 or f.shape[0] != n:
+                raise ValueError(f"extra features {name!r}: shape {f.shape} != ({n}, F)")
+        if self.targets is not None:
+            self.targets = np.asarray(self.targets, dtype=np.float64)
+            if self.targets.shape != (n,):
+                raise ValueError(f"targets {self.targets.shape} must be ({n},)")
+
+
+@dataclasses.dataclass
+class ChangePixels:
+    """A change-detection data set: the same pixels observed in two years.
+
+    `changed` marks the pixels whose land cover changes between the years (positives);
+    the others sampled are unchanged (negatives). Scores need no training: nothing is split.
+    """
+
+    name: str
+    before: Observations
+    after: Observations
+    pixel_index: np.ndarray  # (N,) int64 into both windows' row-major pixels
+    changed: np.ndarray  # (N,) bool
+    event_codes: np.ndarray  # (N,) int8: simulation.EVENT_TYPES index + 1, 0 = none
+    info: dict = dataclasses.field(default_factory=dict)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -299,10 +336,27 @@ def _sim_class_names(sim_dir: Path, year: int) -> dict[int, str]:
     return {int(i): str(n) for i, n in zip(table["class_id"], table["class_name"], strict=True)}
 
 
-def _eolearn_dataset(data_dir: Path, *, block: int, split_seed: int, **sample_kw):
-    """The real Slovenia patch: LULC labels, NDVI pseudo-band, S2 reference scenes, DEM."""
+EOLEARN_VARIANTS = {
+    None: "the embedder: 5 scenes + DEM; the baselines also the 68-date NDVI series",
+    "s2": "both: the 5 reference scenes' bands, no DEM, no NDVI series",
+    "s2dem": "both: the 5 reference scenes' bands and the DEM, no NDVI series",
+}
+
+
+def _eolearn_dataset(
+    data_dir: Path, *, block: int, split_seed: int, variant: str | None = None, **sample_kw
+):
+    """The real Slovenia patch: LULC labels, S2 reference scenes, DEM, NDVI pseudo-band.
+
+    `variant` None is the original set (the baselines see the NDVI series the embedder does
+    not); `s2` and `s2dem` give the embedder and the baselines the same inputs.
+    """
     from beam_jobs.io.realdata import read_eolearn
 
+    if variant not in EOLEARN_VARIANTS:
+        raise ValueError(
+            f"--dataset eolearn variant {variant!r}: choose eolearn, eolearn:s2 or eolearn:s2dem"
+        )
     sample = read_eolearn(data_dir)
     lulc = np.asarray(sample.lulc)
     names = {int(c): str(n) for c, n in sample.lulc_classes.items()}
@@ -311,17 +365,22 @@ def _eolearn_dataset(data_dir: Path, *, block: int, split_seed: int, **sample_kw
     index, labels, is_test = sample_labelled_pixels(
         lulc, split, classes=classes, seed=split_seed, **sample_kw
     )
-    ndvi = np.where(np.asarray(sample.ndvi_valid), np.asarray(sample.ndvi), np.nan)
-    ndvi = ndvi.reshape(ndvi.shape[0], -1)[:, index].astype(np.float32)
+    obs, extra = sample.observations, {}
+    if variant is None:
+        ndvi = np.where(np.asarray(sample.ndvi_valid), np.asarray(sample.ndvi), np.nan)
+        ndvi = ndvi.reshape(ndvi.shape[0], -1)[:, index].astype(np.float32)
+        extra = {"ndvi": PixelSeries(ndvi, np.asarray(sample.ndvi_times_ms, np.int64))}
+    elif variant == "s2":
+        obs = obs.without(["cop_dem"])
     return LabelledPixels(
-        name="eolearn",
-        observations=sample.observations,
+        name="eolearn" if variant is None else f"eolearn:{variant}",
+        observations=obs,
         pixel_index=index,
         labels=labels,
         is_test=is_test,
         class_names={int(c): str(names[c]) for c in np.unique(labels).tolist()},
-        extra_series={"ndvi": PixelSeries(ndvi, np.asarray(sample.ndvi_times_ms, np.int64))},
-        info={"data_dir": str(data_dir), "block": block},
+        extra_series=extra,
+        info={"data_dir": str(data_dir), "block": block, "inputs": EOLEARN_VARIANTS[variant]},
     )
 
 
@@ -404,6 +463,274 @@ def _points_dataset(
     )
 
 
+# ---------------------------------------------------------------------------------- held-out sim
+
+FINE_GROUPS = ("crops", "forests")
+
+
+def heldout_sim_bbox(biome: str, size_km: float) -> str:
+    """lon/lat 'minx,miny,maxx,maxy' of a size_km square SIM_EVAL_OFFSET_M east of the
+    biome's demo centre: a footprint pretraining (the demo footprint) never saw."""
+    from schemas.grid import utm_to_lonlat
+    from simulation.classes import get_biome
+
+    b = get_biome(biome)
+    cx, cy = b.demo_center[0] + SIM_EVAL_OFFSET_M, b.demo_center[1]
+    half = size_km * 500.0
+    xs = np.array([cx - half, cx + half, cx + half, cx - half])
+    ys = np.array([cy - half, cy - half, cy + half, cy + half])
+    lon, lat = utm_to_lonlat(xs, ys, b.demo_epsg)
+    # Inside the UTM square: the simulated window covers the box, aligned outwards.
+    return f"{np.max(lon[[0, 3]]):.6f},{np.max(lat[[0, 1]]):.6f},{np.min(lon[[1, 2]]):.6f},{np.min(lat[[2, 3]]):.6f}"
+
+
+def _heldout_sim(
+    seed: int, biome: str, *, cache_dir: Path, size_km: float, sources: Sequence[str] | None
+) -> Path:
+    """Simulate (once, cached) a held-out region: SIM_EVAL_YEARS on the held-out footprint."""
+    import beam_jobs.simulate as simulate
+
+    years = ",".join(str(y) for y in SIM_EVAL_YEARS)
+    tag = "" if not sources else "_" + "-".join(sources)
+    sim_dir = cache_dir / (
+        f"simeval_{seed}_{biome}_{round(size_km * 1000)}m_{years.replace(',', '_')}{tag}"
+    )
+    if not (sim_dir / "catalog.json").exists():
+        argv = ["--out", str(sim_dir), "--bbox", heldout_sim_bbox(biome, size_km)]
+        argv += ["--years", years, "--seed", str(seed), "--biome", biome]
+        if sources:
+            argv += ["--sources", ",".join(sources)]
+        log.info("simulating held-out %s (seed %d, %s, %g km)", sim_dir, seed, biome, size_km)
+        simulate.run(argv)
+    return sim_dir
+
+
+def _sim_window(sim_dir: Path, year: int) -> tuple[GridWindow, np.ndarray]:
+    """The simulated window (from the year's land-cover raster) and that raster."""
+    import rasterio
+
+    with rasterio.open(sim_dir / "labels" / f"landcover_{year}.tif") as src:
+        t = src.transform
+        window = GridWindow(src.crs.to_epsg(), t.c, t.f, src.width, src.height)
+        return window, src.read(1)
+
+
+def _read_sim_year(sim_dir: Path, window: GridWindow, year: int) -> Observations:
+    from beam_jobs.io.stac import StacCatalog, read_observations
+    from beam_jobs.runner import year_bounds_ms
+
+    catalog = StacCatalog.open(str(sim_dir / "catalog.json"))
+    obs = read_observations(catalog, window, *year_bounds_ms(year))
+    if obs.errors:
+        log.warning("%d reads of %s failed: %s", len(obs.errors), sim_dir, obs.errors[:3])
+    return obs
+
+
+def fine_group_labels(label_map: np.ndarray, group: str) -> tuple[np.ndarray, list[int]]:
+    """Land cover -> the fine classes of one coarse group (others 0) and the group's ids.
+
+    Groups (simulation.classes): `crops` (CROPS: crop_a, crop_b, double_crop: e.g. winter
+    cereal / summer maize / barley then catch crop) and `forests` (FORESTS: evergreen,
+    deciduous).
+    """
+    from simulation import classes as C
+
+    ids = {"crops": list(C.CROPS), "forests": list(C.FORESTS)}.get(group)
+    if ids is None:
+        raise ValueError(f"fine-class group must be one of {FINE_GROUPS}; got {group!r}")
+    lab = np.asarray(label_map).astype(np.int64)
+    return np.where(np.isin(lab, ids), lab, 0), ids
+
+
+def sample_split_pixels(
+    mask: np.ndarray, split: np.ndarray, *, seed: int, max_train: int, max_test: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels where `mask`, at most max_train on the train side and max_test on the test side
+    of a block split (random, seeded): (flat indices, is_test)."""
+    flat, side = np.asarray(mask).reshape(-1), np.asarray(split).reshape(-1)
+    rng = np.random.default_rng([seed, 11])
+    out = []
+    for s, cap in ((SPLIT_TRAIN, max_train), (SPLIT_TEST, max_test)):
+        idx = np.flatnonzero(flat & (side == s))
+        if len(idx) > cap:
+            idx = np.sort(rng.choice(idx, cap, replace=False))
+        out.append(idx)
+    if min(len(o) for o in out) < MIN_SPLIT_PIXELS:
+        raise ValueError(
+            f"too few pixels after the split: {len(out[0])} train / {len(out[1])} test"
+        )
+    return np.concatenate(out), np.repeat([False, True], [len(out[0]), len(out[1])])
+
+
+def _simtask_dataset(
+    task: str,
+    seed: int,
+    biome: str,
+    group: str | None,
+    *,
+    cache_dir: Path,
+    block: int,
+    split_seed: int,
+    size_km: float,
+    sources: Sequence[str] | None = None,
+    min_class_pixels: int = MIN_CLASS_PIXELS,
+    max_per_class: int = MAX_PER_CLASS,
+    max_test: int = MAX_TEST,
+) -> LabelledPixels | ChangePixels:
+    """`simfine`, `simlai` or `simchange` on a held-out simulated region."""
+    import simulation
+
+    sim_dir = _heldout_sim(seed, biome, cache_dir=cache_dir, size_km=size_km, sources=sources)
+    y0, y1 = SIM_EVAL_YEARS
+    window, label_map = _sim_window(sim_dir, y0)
+    region = simulation.load_region(sim_dir)
+    info = {
+        "window": window.to_dict(),
+        "years": list(SIM_EVAL_YEARS),
+        "sim_dir": str(sim_dir),
+        "block": block,
+        "footprint": heldout_sim_bbox(biome, size_km),
+    }
+    name = f"sim{task}:{seed}:{biome}" + (f":{group}" if group else "")
+    if task == "change":
+        codes = simulation.event_codes(region, window, y0).reshape(-1)
+        rng = np.random.default_rng([split_seed, 13])
+        pos, neg = np.flatnonzero(codes != 0), np.flatnonzero(codes == 0)
+        if len(pos) < MIN_SPLIT_PIXELS:
+            raise ValueError(f"{sim_dir}: only {len(pos)} pixels change from {y0} to {y1}")
+        pick = [
+            np.sort(rng.choice(a, min(len(a), CHANGE_MAX_PER_SIDE), replace=False))
+            for a in (pos, neg)
+        ]
+        index = np.concatenate(pick)
+        return ChangePixels(
+            name=name,
+            before=_read_sim_year(sim_dir, window, y0),
+            after=_read_sim_year(sim_dir, window, y1),
+            pixel_index=index,
+            changed=codes[index] != 0,
+            event_codes=codes[index].astype(np.int8),
+            info={**info, "event_types": list(simulation.EVENT_TYPES)},
+        )
+    split = block_split(window.shape, block, split_seed)
+    obs = _read_sim_year(sim_dir, window, y0)
+    if task == "fine":
+        fine, ids = fine_group_labels(label_map, group or "crops")
+        index, labels, is_test = sample_labelled_pixels(
+            fine,
+            split,
+            classes=ids,
+            seed=split_seed,
+            min_class_pixels=min_class_pixels,
+            max_per_class=max_per_class,
+            max_test=max_test,
+        )
+        names = simulation.class_names(biome)
+        return LabelledPixels(
+            name=name,
+            observations=obs,
+            pixel_index=index,
+            labels=labels,
+            is_test=is_test,
+            class_names={c: names[c] for c in np.unique(labels).tolist()},
+            info={**info, "group": group or "crops", "year": y0},
+        )
+    lai = simulation.peak_lai(region, window, y0).reshape(-1)
+    land = label_map.reshape(-1) != 0
+    index, is_test = sample_split_pixels(
+        land, split, seed=split_seed, max_train=max_per_class, max_test=max_test
+    )
+    return LabelledPixels(
+        name=name,
+        observations=obs,
+        pixel_index=index,
+        labels=np.zeros(len(index), np.int64),
+        is_test=is_test,
+        class_names={},
+        targets=lai[index].astype(np.float64),
+        info={**info, "target": f"peak LAI of {y0}", "year": y0},
+    )
+
+
+def step_series_features(obs: Observations, step_times_ms: np.ndarray) -> np.ndarray:
+    """A point set's raw series, flattened in step order: the `raw_series` baseline.
+
+    For each point i: step 0's bands of every time-varying source (registry order, the
+    frame at step_times_ms[i, 0]), then step 1's, ...; then the static sources' bands once.
+
+    Returns:
+        (N, K * C_time + C_static) float32, NaN where a value is missing.
+    """
+    n = step_times_ms.shape[0]
+    timed, static = [], []
+    for sid in [s for s in sensors.SOURCE_IDS if s in obs.sources]:
+        sf = obs.sources[sid].with_registry_bands()
+        v = sf.masked_values()[:, :, 0, :]  # (T, N, C)
+        if sensors.get_sensor(sid).is_static:
+            static.append(v[0])
+            continue
+        t_idx = np.searchsorted(sf.times_ms, step_times_ms)
+        found = (t_idx < len(sf.times_ms)) & (
+            sf.times_ms[np.minimum(t_idx, len(sf.times_ms) - 1)] == step_times_ms
+        )
+        got = v[np.where(found, t_idx, 0), np.arange(n)[:, None]]  # (N, K, C)
+        got[~found] = np.nan
+        timed.append(got)
+    steps = np.concatenate(timed, axis=-1).reshape(n, -1) if timed else np.zeros((n, 0))
+    return np.concatenate([steps, *static], axis=1).astype(np.float32)
+
+
+def _fuel_moisture_dataset(data_dir: Path, *, cache_dir: Path) -> LabelledPixels:
+    """presto's live fuel moisture set, written as a point table and read back through it."""
+    from beam_jobs.io.files import atomic_target
+    from beam_jobs.io.points import read_point_table, write_point_table
+    from beam_jobs.io.realdata import FUEL_MOISTURE_YEAR, read_fuel_moisture
+
+    sample = read_fuel_moisture(data_dir)
+    table = cache_dir / f"fuel_moisture_points_{FUEL_MOISTURE_YEAR}.parquet"
+    if not table.exists():
+        with atomic_target(table) as tmp:
+            write_point_table(sample.observations, tmp)
+    obs = read_point_table(table)
+    pos = {str(p): i for i, p in enumerate(obs.point_ids)}
+    index = np.asarray([pos[str(p)] for p in sample.observations.point_ids], np.int64)
+    n = len(index)
+    return LabelledPixels(
+        name="fuel_moisture",
+        observations=obs,
+        pixel_index=index,
+        labels=np.zeros(n, np.int64),
+        is_test=sample.is_test,
+        class_names={},
+        targets=sample.target,
+        extra_features={
+            "raw_series": step_series_features(sample.observations, sample.step_times_ms)
+        },
+        info={
+            "data_dir": str(data_dir),
+            "point_table": str(table),
+            "year": FUEL_MOISTURE_YEAR,
+            "split": "the set's is_test (by site)",
+            "target": "live fuel moisture (%)",
+            "sites": {
+                "train": int(len(set(sample.site[~sample.is_test]))),
+                "test": int(len(set(sample.site[sample.is_test]))),
+            },
+        },
+    )
+
+
+DATASET_FORMS = (
+    "sim:SEED:BIOME",
+    "simfine:SEED:BIOME[:GROUP]",
+    "simlai:SEED:BIOME",
+    "simchange:SEED:BIOME",
+    "eolearn[:s2|:s2dem]",
+    "points:OBS.parquet:LABELS.parquet",
+    "fuel_moisture",
+)
+
+
 def load_dataset(
     spec: str,
     *,
@@ -416,39 +743,39 @@ def load_dataset(
     max_test: int = MAX_TEST,
     sim_size_km: float = SIM_SIZE_KM,
     sim_year: int = SIM_YEAR,
-) -> LabelledPixels:
-    """`sim:SEED:BIOME`, `eolearn` or `points:OBS.parquet:LABELS.parquet` -> LabelledPixels.
+    sim_sources: Sequence[str] | None = None,
+) -> LabelledPixels | ChangePixels:
+    """A `--dataset` spec (DATASET_FORMS) -> LabelledPixels (ChangePixels for simchange).
 
     Args:
         spec: the `--dataset` value.
         seed: split and sampling seed.
         block: block (or point cell) side in pixels; default per data set (DEFAULT_BLOCK).
-        cache_dir: where simulated regions are kept between runs (sim only).
-        data_dir: the eo-learn patch directory (eolearn only; default shared/realdata).
+        cache_dir: where simulated regions (and the fuel moisture point table) are kept.
+        data_dir: the real data set's directory (eolearn, fuel_moisture; default
+            shared/realdata/...).
         min_class_pixels: smallest class kept.
-        max_per_class: train pool cap per class.
+        max_per_class: train pool cap per class (simlai: the train pool cap).
         max_test: test set cap.
-        sim_size_km: side of the simulated region (sim only).
-        sim_year: the simulated year (sim only).
+        sim_size_km: side of the simulated region (sim*).
+        sim_year: the simulated year (sim only; the held-out tasks use SIM_EVAL_YEARS).
+        sim_sources: sources to simulate for the held-out tasks (None: all).
 
     Returns:
         The labelled pixels with their observations.
     """
     kind = spec.split(":", 1)[0]
     if kind not in DEFAULT_BLOCK:
-        raise ValueError(
-            f"--dataset must be sim:SEED:BIOME, eolearn or points:OBS.parquet:LABELS.parquet; "
-            f"got {spec!r}"
-        )
+        raise ValueError(f"--dataset must be one of {', '.join(DATASET_FORMS)}; got {spec!r}")
     block = block or DEFAULT_BLOCK[kind]
     kw = dict(min_class_pixels=min_class_pixels, max_per_class=max_per_class, max_test=max_test)
+    cache = Path(cache_dir) if cache_dir else Path("out") / "eval_cache"
     if kind == "sim":
         m = re.fullmatch(r"sim:(\d+):(\w+)", spec)
         if not m:
             raise ValueError(
                 f"--dataset sim must be sim:SEED:BIOME, e.g. sim:101:tropical; got {spec!r}"
             )
-        cache = Path(cache_dir) if cache_dir else Path("out") / "eval_cache"
         return _sim_dataset(
             int(m.group(1)),
             m.group(2),
@@ -459,11 +786,39 @@ def load_dataset(
             year=sim_year,
             **kw,
         )
+    if kind in ("simfine", "simlai", "simchange"):
+        m = re.fullmatch(
+            rf"{kind}:(\d+):(\w+)" + (r"(?::(\w+))?" if kind == "simfine" else ""), spec
+        )
+        if not m:
+            form = next(f for f in DATASET_FORMS if f.startswith(kind + ":"))
+            raise ValueError(
+                f"--dataset {kind} must be {form}, e.g. {kind}:303:tropical; got {spec!r}"
+            )
+        group = m.group(3) if kind == "simfine" else None
+        if group is not None and group not in FINE_GROUPS:
+            raise ValueError(f"--dataset {spec}: group must be one of {FINE_GROUPS}")
+        return _simtask_dataset(
+            kind[3:],
+            int(m.group(1)),
+            m.group(2),
+            group,
+            cache_dir=cache,
+            block=block,
+            split_seed=seed,
+            size_km=sim_size_km,
+            sources=sim_sources,
+            **kw,
+        )
     if kind == "eolearn":
-        if spec != "eolearn":
-            raise ValueError(f"--dataset eolearn takes no arguments; got {spec!r}")
+        variant = spec.split(":", 1)[1] if ":" in spec else None
         d = Path(data_dir) if data_dir else REALDATA_DIR / "eolearn_slovenia"
-        return _eolearn_dataset(d, block=block, split_seed=seed, **kw)
+        return _eolearn_dataset(d, block=block, split_seed=seed, variant=variant, **kw)
+    if kind == "fuel_moisture":
+        if spec != "fuel_moisture":
+            raise ValueError(f"--dataset fuel_moisture takes no arguments; got {spec!r}")
+        d = Path(data_dir) if data_dir else REALDATA_DIR / "presto_fuel_moisture"
+        return _fuel_moisture_dataset(d, cache_dir=cache)
     parts = spec.split(":")
     if len(parts) != 3:
         raise ValueError(

@@ -160,11 +160,14 @@ def probe_feature_sets(
     seed: int,
     probes: Sequence[str] = PROBES,
     recall_out: dict | None = None,
+    draws_out: dict | None = None,
 ) -> dict[str, dict[str, dict[str, list[float]]]]:
     """Run every probe on every feature set over the same class-balanced draws.
 
     `recall_out`, if given, is filled with {feature set: {budget key: {probe: {class id:
     recall}}}}, the mean over the draws: which classes a feature set gets wrong.
+    `draws_out`, if given, is filled with {feature set: {budget key: {probe: [balanced
+    accuracy of each draw]}}} (the same draws for every feature set: paired).
 
     Returns:
         {feature set: {budget key: {probe: [mean, std]}}} of balanced accuracy (std over
@@ -188,6 +191,8 @@ def probe_feature_sets(
                 for p, v in res.items():
                     scores[name][budget_key(b)][p].append(v)
                     recalls[name][budget_key(b)][p].append(per_class[p])
+    if draws_out is not None:
+        draws_out.update({n: {bk: dict(v) for bk, v in pb.items()} for n, pb in scores.items()})
     if recall_out is not None:
         for name, per_budget in recalls.items():
             recall_out[name] = {

@@ -21,6 +21,7 @@ Truth API (what reader and model tests compare against):
 - `acquisition_times(region, source_id) -> list[int]`: every acquisition time (ms).
 - `event_codes(region, window, year_from) -> (H, W) int8`: index into `EVENT_TYPES` + 1 of
   pixels whose class changes from year_from to year_from + 1 (0 where none).
+- `peak_lai(region, window, year) -> (H, W) float32`: each pixel's highest LAI of the year.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from simulation.world import (
     centered_window,
     event_codes,
     landcover,
+    peak_lai,
     window_lonlat_bounds,
 )
 
@@ -64,6 +66,7 @@ __all__ = [
     "landcover",
     "load_region",
     "make_region",
+    "peak_lai",
 ]
 
 

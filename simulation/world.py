@@ -881,3 +881,26 @@ def window_lonlat_center(window: GridWindow) -> tuple[float, float]:
 
 def hemisphere(epsg: int) -> str:
     return zone_of_epsg(epsg)[1]
+
+
+def peak_lai(
+    region: SimRegion, window: GridWindow, year: int, step_days: float = 5.0
+) -> np.ndarray:
+    """(H, W) float32: each pixel's highest LAI (green + brown) of a calendar year.
+
+    The LAI is sampled every `step_days` days at noon UTC; edge pixels mix the two parcels'
+    LAI by area as the optical rendering mixes their reflectance. A continuous per-pixel
+    truth for regression tasks (nothing in the rendering reads it).
+    """
+    world = get_world(region, window.epsg)
+    f = window_fields(region, window)
+    e = f.edge
+    best = np.zeros(f.p1.shape)
+    for day in np.arange(0.0, 365.0, step_days):
+        t = year_start_ms(year) + int(day * MS_PER_DAY) + MS_PER_DAY // 2
+        lai = surface_state(region, world, f, None, t).lai
+        if e.size:
+            lai2 = surface_state(region, world, f, e, t, second=True).lai
+            lai[e] = f.frac1[e] * lai[e] + (1.0 - f.frac1[e]) * lai2
+        best = np.maximum(best, lai)
+    return best.reshape(window.shape).astype(np.float32)

@@ -271,3 +271,125 @@ def read_eolearn(directory: str | Path) -> EolearnSample:
         ndvi_valid=ndvi_valid,
         lulc=lulc,
     )
+
+
+# ---------------------------------------------------------------------------------- fuel moisture
+
+# presto_fuel_moisture/s1_s2_era5_srtm.npy channel order (the README beside the files).
+FUEL_MOISTURE_CHANNELS = ("VV", "VH", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
+                          "B09", "B11", "B12", "temperature_2m", "total_precipitation",
+                          "elevation", "slope", "NDVI")  # fmt: skip
+# The steps carry a calendar month but no year; 2021 (a year with both Sentinel-1 satellites,
+# not a leap year, so the 30-day spacing below fits every month pattern of the file) is ours.
+FUEL_MOISTURE_YEAR = 2021
+_FM_STEP_DAYS = 30
+
+
+@dataclasses.dataclass
+class FuelMoistureSample:
+    """The presto live fuel moisture set: a point set, its target and its site split."""
+
+    observations: Observations  # point set: sentinel1, sentinel2_l2a, era5_land, cop_dem
+    target: np.ndarray  # (N,) live fuel moisture, %
+    is_test: np.ndarray  # (N,) bool, the given split (by site)
+    site: np.ndarray  # (N,) site names
+    step_times_ms: np.ndarray  # (N, 3) int64: each sample's steps, in step order
+
+
+def fuel_moisture_step_times(months: np.ndarray, year: int = FUEL_MOISTURE_YEAR) -> np.ndarray:
+    """0-based calendar months of consecutive 30-day steps -> one timestamp per step (ms).
+
+    Each month pattern (m0, m1, ...) gets the days d, d + 30, d + 60, ... (00:00 UTC) with d
+    the middle of every start day of `year` whose steps fall in months m0, m1, ... in turn
+    (so a repeated month is two steps 30 days apart inside it). A step past December 31 is
+    folded back 365 days into January of the same year: the year is unknown, and keeping every
+    sample in one calendar year keeps its steps at their day of year for a yearly model.
+
+    Raises:
+        ValueError: a pattern no start day satisfies (naming it).
+    """
+    months = np.asarray(months, np.int64)
+    jan1 = np.datetime64(f"{year}-01-01", "D")
+    steps = np.arange(months.shape[1]) * _FM_STEP_DAYS
+    out = np.zeros(months.shape, np.int64)
+    for pattern in np.unique(months, axis=0):
+        days = jan1 + np.arange(365)[:, None] + steps[None, :]  # (start day, step)
+        month_of = days.astype("datetime64[M]").astype(np.int64) % 12
+        ok = np.flatnonzero((month_of == pattern[None, :]).all(axis=1))
+        if not len(ok):
+            raise ValueError(f"fuel moisture: no {_FM_STEP_DAYS}-day steps fit months {pattern}")
+        day = ok[len(ok) // 2] + steps
+        day = np.where(day >= 365, day - 365, day)
+        ms = (jan1 + day).astype("datetime64[ms]").astype(np.int64)
+        out[(months == pattern[None, :]).all(axis=1)] = ms
+    return out
+
+
+def read_fuel_moisture(directory: str | Path, year: int = FUEL_MOISTURE_YEAR) -> FuelMoistureSample:
+    """Read presto's live fuel moisture set into a point set in registry units.
+
+    Each of the N samples is one point (id `fm0000`.., its site's lon/lat) with three 30-day
+    composites at `fuel_moisture_step_times`: Sentinel-1 VV, VH in dB as stored (values below
+    the registry's valid range, a -50 dB no-signal floor, become NaN); Sentinel-2 B02..B12
+    reflectance = stored / 10000 (B09 left out: the registry has no B09); ERA5 temperature in
+    K and precipitation in m/day as stored (a monthly mean of daily totals); elevation (m) and
+    slope (deg) as cop_dem's static frame (the same in every step). The file's NDVI is left
+    out (the registry has none; the model derives what it needs from the bands).
+
+    Args:
+        directory: the `presto_fuel_moisture` folder.
+        year: the calendar year the steps are placed in.
+
+    Returns:
+        A FuelMoistureSample.
+    """
+    root = Path(directory)
+    x = np.load(root / "s1_s2_era5_srtm.npy")
+    months = np.load(root / "month.npy")
+    latlon = np.load(root / "latlon.npy")
+    target = np.load(root / "target.npy").astype(np.float64)
+    is_test = np.load(root / "is_test.npy").astype(bool)
+    site = np.load(root / "site.npy", allow_pickle=True).astype(str)
+    n, t, c = x.shape
+    if c != len(FUEL_MOISTURE_CHANNELS) or months.shape != (n, t):
+        raise ValueError(
+            f"{root}: s1_s2_era5_srtm.npy {x.shape} / month.npy {months.shape}; expected "
+            f"(N, T, {len(FUEL_MOISTURE_CHANNELS)}) / (N, T)"
+        )
+    for name, a in (("target", target), ("is_test", is_test), ("site", site)):
+        if len(a) != n:
+            raise ValueError(f"{root}: {name}.npy has {len(a)} rows, not {n}")
+    times = fuel_moisture_step_times(months, year)
+    uniq, t_idx = np.unique(times, return_inverse=True)
+    t_idx = t_idx.reshape(n, t)
+    rows = np.repeat(np.arange(n)[:, None], t, axis=1)
+    scale = {"sentinel2_l2a": 1e-4}
+    frames = {}
+    for sid in ("sentinel2_l2a", "sentinel1", "era5_land"):
+        sensor = sensors.get_sensor(sid)
+        values = np.full((len(uniq), n, 1, len(sensor.bands)), np.nan, np.float32)
+        valid = np.zeros((len(uniq), n, 1), bool)
+        for b, band in enumerate(sensor.bands):
+            if band.name not in FUEL_MOISTURE_CHANNELS:
+                continue
+            v = x[..., FUEL_MOISTURE_CHANNELS.index(band.name)] * scale.get(sid, 1.0)
+            lo, hi = band.valid_range
+            v = np.where((v >= lo) & (v <= hi), v, np.nan)
+            values[t_idx, rows, 0, b] = v
+        valid[t_idx, rows, 0] = True
+        valid &= np.isfinite(values).any(axis=-1)
+        frames[sid] = SourceFrames(sid, values, valid, uniq)
+    dem = sensors.get_sensor("cop_dem")
+    static = np.stack(
+        [x[:, 0, FUEL_MOISTURE_CHANNELS.index(b)] for b in dem.band_names], axis=-1
+    ).astype(np.float32)
+    frames[dem.id] = SourceFrames(
+        dem.id, static[None, :, None, :], np.ones((1, n, 1), bool), [sensors.STATIC_TIME_MS]
+    )
+    obs = Observations(
+        sources=frames,
+        point_ids=np.asarray([f"fm{i:04d}" for i in range(n)], object),
+        lon=latlon[:, 1].astype(np.float64),
+        lat=latlon[:, 0].astype(np.float64),
+    )
+    return FuelMoistureSample(obs, target, is_test, site, times)

@@ -59,7 +59,21 @@ def test_evaluate_results_keys_and_shapes(toy_results, tmp_path):
     )
     md = paths["md"].read_text()
     assert "## Budget 10 per class" in md and "| median_composite |" in md
+    assert "Paired (embedding" in md
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_paired_statistics(toy_results):
+    ds, res = toy_results
+    for bk, n in (("1", 3), ("10", 3), ("max", 1)):
+        p = res["paired"][bk]
+        best = res["best_baseline"][bk]
+        assert (p["baseline"], p["baseline_probe"], p["n"]) == (best["name"], best["probe"], n)
+        # The mean of the per-draw differences is the difference of the two means.
+        e_mean = res["embedding"][bk][p["embedding_probe"]][0]
+        assert p["diff_mean"] == pytest.approx(e_mean - best["balanced_accuracy"])
+        assert p["diff_ci95"][0] <= p["diff_mean"] <= p["diff_ci95"][1]
+    assert res["paired"]["max"]["diff_sd"] == 0.0
 
 
 def test_evaluate_class_recall_and_its_table(toy_results):
@@ -169,14 +183,14 @@ def test_help_imports_nothing_heavy_and_shows_every_default():
     # The defaults of today's command, each shown by the help.
     defaults = {
         "--embedder": "baselines",
-        "--budgets": "1,10,max",
+        "--budgets": "auto",
         "--repeats": "30",
         "--seed": "0",
         "--max-per-class": "1000",
         "--max-test": "4000",
         "--sim-size-km": "2.56",
         "--sim-year": "2023",
-        "--probes": "knn1,knn3,logreg",
+        "--probes": "auto",
     }
     help_text = " ".join(evaluate.build_parser().format_help().split())
     for option, value in defaults.items():
@@ -184,7 +198,7 @@ def test_help_imports_nothing_heavy_and_shows_every_default():
     args = evaluate.build_parser().parse_args(["--dataset", "eolearn", "--out", "o"])
     assert {k: v for k, v in vars(args).items() if k not in ("dataset", "out")} == {
         "embedder": "baselines",
-        "budgets": "1,10,max",
+        "budgets": "auto",
         "repeats": 30,
         "seed": 0,
         "block": None,
@@ -194,7 +208,8 @@ def test_help_imports_nothing_heavy_and_shows_every_default():
         "max_test": 4000,
         "sim_size_km": 2.56,
         "sim_year": 2023,
-        "probes": "knn1,knn3,logreg",
+        "probes": "auto",
+        "sim_sources": "",
         "embed_without": "",
         "verbose": False,
     }

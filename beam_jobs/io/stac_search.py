@@ -11,7 +11,7 @@ catalog uses, and the table records exactly which items a run saw (an API's hold
 
 The search goes through pystac-client, one search per collection (a static source, the DEM,
 is searched without the period: its tiles carry a production date, not an acquisition date),
-by the AOI (`intersects`; its convex hull past `MAX_AOI_VERTICES`) and the period (STAC
+by the AOI (`intersects`; its bounding box past `MAX_AOI_VERTICES`) and the period (STAC
 intervals are closed, the job's periods end-exclusive: the end is taken 1 ms early), POST by
 default (GET where the API answers POST with 405), following every `next` link, GET or POST.
 Requests that get 429 or a 5xx are retried with exponential backoff (a urllib3 Retry:
@@ -48,7 +48,7 @@ DEFAULT_BACKOFF_S = 1.0
 # (connect, read) seconds per request.
 DEFAULT_TIMEOUT_S = (10.0, 120.0)
 RETRY_STATUSES = (429, 500, 502, 503, 504)
-# An AOI with more vertices is searched by its convex hull (a superset; the reader clips):
+# An AOI with more vertices is searched by its bounding box (a superset; the reader clips):
 # APIs cap request sizes, and a GET query string carries the geometry.
 MAX_AOI_VERTICES = 500
 
@@ -120,9 +120,9 @@ def search_period(start_ms: int, end_ms: int) -> str:
 
 
 def search_geometry(geometry: shapely.Geometry) -> dict[str, Any]:
-    """A lon/lat AOI -> the `intersects` GeoJSON of the search (its hull when too detailed)."""
+    """A lon/lat AOI -> the `intersects` GeoJSON of the search (its bbox when too detailed)."""
     if shapely.get_num_coordinates(geometry) > MAX_AOI_VERTICES:
-        geometry = geometry.convex_hull
+        geometry = shapely.box(*geometry.bounds)
     return shapely.geometry.mapping(geometry)
 
 

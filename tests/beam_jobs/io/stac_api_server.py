@@ -8,7 +8,8 @@ v1); pages of at most `max_limit` items, sorted by (datetime, id); filters on `c
 `ids`, `bbox`, `intersects` and `datetime` (closed interval, `..` open). Failures are
 injected per path: `refuse[path] = status` answers every request with that status, and
 `fail_next` (a list of statuses) answers the next requests, any path, with them (a 429 carries
-`Retry-After: 0`). Every request is logged in `requests` as (method, path, params).
+`Retry-After: 0`); `conforms_to` is what the landing page declares. Every request is logged in
+`requests` as (method, path, params).
 
     with StacApiServer(items, collections) as api:
         Client.open(api.url).search(...)
@@ -117,6 +118,7 @@ class StacApiServer:
         self.collections = {c["id"]: dict(c) for c in collections}
         self.max_limit = max_limit
         self.default_limit = default_limit
+        self.conforms_to = list(CONFORMS_TO)
         self.refuse: dict[str, int] = {}
         self.fail_next: list[int] = []
         self.requests: list[tuple[str, str, dict]] = []
@@ -183,7 +185,7 @@ class StacApiServer:
         if path == "/":
             self._send(handler, 200, self._landing())
         elif path == "/conformance":
-            self._send(handler, 200, {"conformsTo": CONFORMS_TO})
+            self._send(handler, 200, {"conformsTo": self.conforms_to})
         elif path == "/collections":
             cols = [self._collection(c) for c in self.collections]
             self._send(handler, 200, {"collections": cols, "links": []})
@@ -205,7 +207,7 @@ class StacApiServer:
             "stac_version": "1.0.0",
             "id": "test-stac-api",
             "description": "a STAC API replaying recorded items (tests)",
-            "conformsTo": CONFORMS_TO,
+            "conformsTo": self.conforms_to,
             "links": [
                 {"rel": "self", "href": f"{base}/", "type": "application/json"},
                 {"rel": "root", "href": f"{base}/", "type": "application/json"},
@@ -279,3 +281,25 @@ class StacApiServer:
             handler.send_header(k, v)
         handler.end_headers()
         handler.wfile.write(data)
+
+
+def replay_catalog(catalog_json: str) -> tuple[list[dict], list[dict]]:
+    """A static catalog's items as an API returns them (absolute asset hrefs, `collection`
+    set, the API's own links), and its collections."""
+    import pystac
+
+    root = pystac.read_file(catalog_json)
+    items = []
+    for item in root.get_items(recursive=True):
+        doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+        for key, asset in item.assets.items():
+            doc["assets"][key]["href"] = asset.get_absolute_href()
+        doc["collection"] = item.collection_id
+        doc["links"] = []
+        items.append(doc)
+    collections = [
+        c.to_dict(include_self_link=False, transform_hrefs=False)
+        for c in root.get_children()
+        if isinstance(c, pystac.Collection)
+    ]
+    return items, collections

@@ -21,7 +21,7 @@ import shapely
 import stac_geoparquet.arrow
 from stac_api_server import StacApiServer, replay_catalog
 
-from beam_jobs import embed, inference, runner, simulate
+from beam_jobs import build_training_data, embed, inference, runner, simulate
 from beam_jobs.io import stac, stac_search
 from schemas.grid import GridWindow
 
@@ -269,6 +269,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in (out / LABEL).rglob("*.*")}
 
 
+@pytest.mark.slow
 def test_embed_from_the_api_equals_embed_from_the_catalog(
     sim_catalog, api, replayed, shipped_bundle, tmp_path, monkeypatch
 ):
@@ -333,3 +334,43 @@ def test_embed_refusal_is_one_line_before_the_model(api, tmp_path, monkeypatch, 
         embed.run(_embed_argv(tmp_path / "o", "m", "--stac-api", api.url))  # no --collections
     assert "needs --collections" in capsys.readouterr().err
     inference.clear_bundle_cache()
+
+
+# ------------------------------------------------------------------------------- build-training-data
+
+
+def test_build_training_data_search_writes_the_workers_table(sim_catalog, api, replayed, tmp_path):
+    """--stac-api over --years: every S2 item of 2023 and the DEM, in --out's item table,
+    whose extent is the catalog's; no land-cover map beside it: uniform sampling."""
+    argv = ["--stac-api", api.url, "--collections", ",".join(COLLECTIONS), "--years", "2023"]
+    argv += ["--bbox", SIM_BBOX, "--out", str(tmp_path)]
+    args, _ = build_training_data._parse_args(argv)
+    assert args.patch_size == 128 and args.collection_list == COLLECTIONS
+    path = build_training_data._search_api(args, str(tmp_path))
+    assert path == str(tmp_path / stac_search.SEARCH_ITEMS_FILE)
+    year = [d for d in replayed[0] if d["properties"]["datetime"].startswith("2023")]
+    assert len(year) == len(replayed[0]) - 2  # every S2 item is of 2023; the DEM is not
+    want = sorted(d["id"] for d in replayed[0])
+    assert sorted(pq.read_table(path).column("id").to_pylist()) == want
+    extent = build_training_data.catalog_extent(path)
+    assert extent.equals(build_training_data.catalog_extent(str(sim_catalog)))
+    region = build_training_data.resolve_region(path, 2023, bbox=SIM_BBOX)
+    assert region.landcover is None
+    assert region.window.lonlat_bounds()[0] <= AOI.bounds[0]
+    assert region.window.lonlat_bounds()[2] >= AOI.bounds[2]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--stac-api", "https://x.org/v1", "--collections", "a"], "--stac-api needs --years"),
+        (["--stac-api", "https://x.org/v1", "--years", "2023"], "needs --bbox or --aoi"),
+        (["--stac-api", "https://x.org/v1", "--years", "2023", "--bbox", SIM_BBOX], "needs --coll"),
+        (["--stac", "c.json", "--years", "2023", "--collections", "a"], "--stac-api only"),
+        (["--stac", "c.json", "--stac-api", "https://x.org/v1"], "not allowed with argument"),
+    ],
+)
+def test_build_training_data_search_options_are_checked(extra, message, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        build_training_data._parse_args([*extra, "--out", str(tmp_path)])
+    assert message in capsys.readouterr().err

@@ -13,10 +13,11 @@ multi_processing` to use two cores):
         --out /tmp/demo_emb_spring
 
 From a STAC API instead of a static catalog (`--stac items.parquet` reads a stac-geoparquet
-item table the same way):
+item table the same way; a collection id that is not a registry source id is read through
+its provider profile):
 
-    earthembed embed --stac-api https://earth-search.aws.element84.com/v1 \
-        --collections sentinel-2-l2a,cop-dem-glo-30 --bbox 4.60,50.58,4.64,50.60 --year 2023 \
+    earthembed embed --stac-api https://earth-search.aws.element84.com/v1 \\
+        --collections sentinel-2-l2a,cop-dem-glo-30 --bbox 4.60,50.58,4.64,50.60 --year 2023 \\
         --out /tmp/emb_api
 
 On Dataflow (GPU workers; the flex-template image carries the package and the bundle):

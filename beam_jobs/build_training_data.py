@@ -11,6 +11,10 @@ multi_processing` to use two cores):
     earthembed build-training-data --observations points.parquet --years 2021 \\
         --out /tmp/points_td            # P = 1 examples, one per point and valid period
 
+    earthembed build-training-data --stac-api https://earth-search.aws.element84.com/v1 \\
+        --collections sentinel-2-l2a --bbox 4.60,50.58,4.64,50.60 --years 2023 \\
+        --out /tmp/api_td               # the items found go to --out/stac_items.parquet
+
 On Dataflow (the flex-template image carries the package; paths on GCS):
 
     earthembed build-training-data --stac gs://bucket/catalog/catalog.json \\
@@ -21,8 +25,9 @@ On Dataflow (the flex-template image carries the package; paths on GCS):
 Outputs in --out: `train-SSSSS-of-NNNNN.tfrecord.gz`, `eval-...` (gzip TFRecords of
 tf.train.Example, layout in schemas/examples.py), `transform_fn/` (the tf.Transform graph),
 `stats.json` ({source: {band: {mean, std, count}}} over valid values of the training split,
-plus schema_version, sizes and the eval split's shift `eval_shift` in train std units) and
-`deadletter.jsonl` (one JSON line per sample that failed, with the reason).
+plus schema_version, sizes and the eval split's shift `eval_shift` in train std units),
+`deadletter.jsonl` (one JSON line per sample that failed, with the reason) and, with
+--stac-api, `stac_items.parquet` (the items the search found; the workers' catalog).
 
 Shards are deterministic: N per split follows from the planned sample count and the example
 size (`num_shards`, about 256 MiB raw each), an example's shard and its place in it from the
@@ -68,7 +73,7 @@ from apache_beam.metrics import Metrics
 from beam_jobs import progress, runner
 from beam_jobs.flags import DEFAULT_NUM_SAMPLES
 from beam_jobs.flags import build_training_data_parser as build_parser
-from beam_jobs.io import files
+from beam_jobs.io import files, stac, stac_search
 from schemas import composite, examples, sensors
 from schemas.grid import GridWindow, aoi_geometry, utm_epsg, window_for_geometry
 from schemas.observations import Observations
@@ -253,12 +258,14 @@ def _intersect(outer: GridWindow, inner: GridWindow) -> tuple[int, int, int, int
 
 
 def catalog_extent(stac_path: str):
-    """The union of the catalog's item footprints (lon/lat), for runs without --bbox/--aoi."""
-    import pystac
+    """The union of the catalog's (or item table's) item footprints (lon/lat), for runs
+    without --bbox/--aoi."""
     import shapely
 
-    root = pystac.read_file(stac_path)
-    boxes = [shapely.box(*item.bbox) for item in root.get_items(recursive=True) if item.bbox]
+    from beam_jobs.io import stac
+
+    cat = stac.StacCatalog.open(stac_path)
+    boxes = [shapely.box(*r.bbox) for s in cat.sources for r in cat.item_refs(s) if r.bbox]
     if not boxes:
         raise ValueError(f"{stac_path}: no item has a bbox; give --bbox or --aoi")
     return shapely.union_all(boxes).envelope
@@ -1010,12 +1017,23 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
     args, beam_args = p.parse_known_args(argv)
     if args.stac and not args.years:
         p.error("--stac needs --years")
+    if args.stac_api and not args.years:
+        p.error("--stac-api needs --years")
     if args.bbox and args.aoi:
         p.error("give at most one of --bbox and --aoi")
     if args.observations and (args.bbox or args.aoi):
-        p.error("--bbox/--aoi apply to --stac only")
+        p.error("--bbox/--aoi apply to --stac and --stac-api only")
+    if args.stac_api and not (args.bbox or args.aoi):
+        p.error("--stac-api needs --bbox or --aoi (the area searched)")
+    try:
+        remote = not runner.is_local(runner.pipeline_options(beam_args))
+        args.collection_list = stac_search.check_search_options(
+            args.stac_api, args.collections, remote_run=remote
+        )
+    except ValueError as e:
+        p.error(str(e))
     if args.patch_size is None:
-        args.patch_size = examples.DEFAULT_PATCH_SIZE if args.stac else 1
+        args.patch_size = examples.DEFAULT_PATCH_SIZE if args.stac or args.stac_api else 1
     if args.observations and args.patch_size != 1:
         p.error("point tables build P = 1 examples; --patch-size must be 1")
     if args.patch_size < 1 or args.max_frames < 1:
@@ -1023,6 +1041,26 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
     if args.num_samples is not None and args.num_samples < 1:
         p.error("--num-samples must be >= 1")
     return args, beam_args
+
+
+def _search_api(args: argparse.Namespace, out: str) -> str:
+    """Search --stac-api over the AOI and --years; write the items found as the run's item
+    table in `out` and return its path."""
+    geometry = aoi_geometry(args.bbox, files.read_json(args.aoi) if args.aoi else None)
+    years = runner.parse_years(args.years)
+    try:
+        found = stac_search.search_items(
+            args.stac_api,
+            args.collection_list,
+            geometry=geometry,
+            start_ms=runner.year_bounds_ms(years[0])[0],
+            end_ms=runner.year_bounds_ms(years[-1])[1],
+        )
+    except stac_search.StacApiError as e:
+        raise SystemExit(f"earthembed build-training-data: {e}") from None
+    path = posixpath.join(out, stac_search.SEARCH_ITEMS_FILE)
+    stac.write_item_table(found, path)
+    return path
 
 
 def _existing_outputs(out: str) -> list[str]:
@@ -1074,9 +1112,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         "composite": args.composite,
         "seed": args.seed,
     }
-    if args.stac:
+    source = args.stac
+    if args.stac_api:  # searched once, here: the workers read what was found as a table
+        source = _search_api(args, out)
+    if source:
         years = runner.parse_years(args.years)
-        regions = {y: resolve_region(args.stac, y, bbox=args.bbox, aoi=args.aoi) for y in years}
+        regions = {y: resolve_region(source, y, bbox=args.bbox, aoi=args.aoi) for y in years}
         specs = plan_patch_samples(
             regions,
             num_samples=args.num_samples or DEFAULT_NUM_SAMPLES,
@@ -1084,9 +1125,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             eval_fraction=args.eval_fraction,
             seed=args.seed,
         )
-        class_names = {y: load_class_names(args.stac, y) for y in years}
+        class_names = {y: load_class_names(source, y) for y in years}
         build_fn = BuildPatchExamplesFn(
-            args.stac,
+            source,
             max_frames=args.max_frames,
             composite_mode=args.composite,
             class_names=class_names,
@@ -1096,7 +1137,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             sign=not args.no_sign,
         )
         meta.update(
-            source=args.stac,
+            source=args.stac or f"{args.stac_api} ({','.join(args.collection_list)})",
             years=years,
             stratified={str(y): regions[y].landcover is not None for y in years},
         )

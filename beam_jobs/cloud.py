@@ -51,7 +51,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from beam_jobs.flags import GPU_MACHINE_TYPE, REPO_ROOT, TEMPLATE_JOBS
+from beam_jobs.flags import GPU_MACHINE_TYPE, PARSERS, REPO_ROOT, TEMPLATE_JOBS
 from beam_jobs.flags import cloud_parser as build_parser
 
 REPOSITORY = "earthembed"  # the Artifact Registry repository
@@ -199,6 +199,25 @@ def validate_parameters(metadata: Mapping, params: Mapping[str, str]) -> dict[st
                     f"parameter {name!r}: {value!r} does not match {pattern} ({spec['helpText']})"
                 )
     return {name: params[name] for name in declared if name in params}
+
+
+def check_parameter_groups(job: str, params: Mapping[str, str]) -> None:
+    """The job's mutually exclusive options as parameters: at most one of each group, and
+    one where the job needs one (`stac`, `stac_api` or `observations`), checked before a
+    launch that would fail only once the launcher parses them.
+
+    Raises:
+        CloudError: naming the parameters of the group.
+    """
+    parser = PARSERS[job.replace("_", "-")]()
+    names = {id(a): n for n, a in job_options(parser).items()}
+    for group in parser._mutually_exclusive_groups:  # argparse has no public accessor
+        members = [names[id(a)] for a in group._group_actions if id(a) in names]
+        given = [n for n in members if n in params and params[n].lower() not in FALSE]
+        if len(given) > 1:
+            raise CloudError(f"parameters {' and '.join(given)} exclude each other")
+        if group.required and not given:
+            raise CloudError(f"give one of the parameters {', '.join(members)}")
 
 
 def gcloud_parameters(params: Mapping[str, str]) -> str:
@@ -384,6 +403,7 @@ def gcloud_commands(
     if max_workers is not None and max_workers < 1:
         raise CloudError(f"--max-workers must be >= 1, got {max_workers}")
     checked = validate_parameters(load_metadata(job, root), params or {})
+    check_parameter_groups(job, checked)
     return [
         run_command(
             job,

@@ -12,6 +12,14 @@ multi_processing` to use two cores):
         --period 2023-04-01/2024-04-01 --model model/weights/tiny --formats cog,stac \\
         --out /tmp/demo_emb_spring
 
+From a STAC API instead of a static catalog (`--stac items.parquet` reads a stac-geoparquet
+item table the same way; a collection id that is not a registry source id is read through
+its provider profile):
+
+    earthembed embed --stac-api https://earth-search.aws.element84.com/v1 \\
+        --collections sentinel-2-l2a,cop-dem-glo-30 --bbox 4.60,50.58,4.64,50.60 --year 2023 \\
+        --out /tmp/emb_api
+
 On Dataflow (GPU workers; the flex-template image carries the package and the bundle):
 
     earthembed embed --stac gs://bucket/catalog/catalog.json --aoi gs://bucket/aoi.geojson \\
@@ -34,6 +42,7 @@ Outputs in --out (`LABEL` is the year, or `YYYYMMDD_YYYYMMDD` for another period
 | `collection.json` | STAC collection linking every item |
 | `deadletter.jsonl` | one line per failed chip: chip_id, tile_id, error |
 | `manifest.json` | tiles, counts, model version and sha256, period, options, command |
+| `stac_items.parquet` | with `--stac-api`: the items found (stac-geoparquet), the workers' catalog |
 
 How it works: the AOI is split by UTM zone and covered by tiles of the 10 m grid; a tile is
 cut into chips of `--chip-size` core pixels plus `--halo` pixels of context on each side (the
@@ -94,7 +103,7 @@ from beam_jobs.flags import DEFAULT_CHIP_SIZE as DEFAULT_CHIP_SIZE  # re-exporte
 from beam_jobs.flags import DEFAULT_HALO as DEFAULT_HALO
 from beam_jobs.flags import DEFAULT_MODEL as DEFAULT_MODEL
 from beam_jobs.flags import embed_parser as build_parser
-from beam_jobs.io import embeddings, files
+from beam_jobs.io import embeddings, files, stac, stac_search
 from schemas import embedding, sensors
 from schemas.grid import (
     Chip,
@@ -1001,6 +1010,10 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
         else:
             args.t_start_ms, args.t_end_ms = runner.parse_period(args.period)
         args.format_list = parse_formats(args.formats)
+        remote = not runner.is_local(runner.pipeline_options(beam_args))
+        args.collection_list = stac_search.check_search_options(
+            args.stac_api, args.collections, remote_run=remote
+        )
         args.source_list = None
         if args.sources:
             args.source_list = tuple(s.strip() for s in args.sources.split(",") if s.strip())
@@ -1075,8 +1088,24 @@ def plan_run(argv: Sequence[str] | None = None) -> RunPlan:
     """Parse and check the options, load the model once, plan the tiles; create --out."""
     args, beam_args = _parse_args(argv)
     runner.setup_logging(args.verbose)
-    if not FileSystems.exists(args.stac):
+    out = args.out.rstrip("/")
+    found = None
+    if args.stac_api:  # searched once, here, before the model loads
+        try:
+            found = stac_search.search_items(
+                args.stac_api,
+                args.collection_list,
+                geometry=args.geometry,
+                start_ms=args.t_start_ms,
+                end_ms=args.t_end_ms,
+            )
+        except stac_search.StacApiError as e:
+            raise SystemExit(f"earthembed embed: {e}") from None
+        catalog = posixpath.join(out, stac_search.SEARCH_ITEMS_FILE)
+    elif not FileSystems.exists(args.stac):
         raise SystemExit(f"earthembed embed: --stac {args.stac}: no such catalog")
+    else:
+        catalog = args.stac
     dtype = "bfloat16" if args.bf16 else "float32"
     try:
         bundle = inference.load_bundle_cached(args.model, dtype)
@@ -1093,10 +1122,9 @@ def plan_run(argv: Sequence[str] | None = None) -> RunPlan:
     tiles, aoi = plan_tiles(args.geometry, args.tile_size)
     if not tiles:
         raise SystemExit("earthembed embed: the AOI (--aoi/--bbox) covers no tile")
-    out = args.out.rstrip("/")
     spec = EmbedSpec(
         out=out,
-        stac=args.stac,
+        stac=catalog,
         model=args.model,
         model_version=str(bundle.version),
         model_sha256=str(bundle.sha256),
@@ -1116,6 +1144,8 @@ def plan_run(argv: Sequence[str] | None = None) -> RunPlan:
     _check_previous_run(out, spec.key, args.overwrite)
     if not files.is_remote(out):
         Path(out).mkdir(parents=True, exist_ok=True)
+    if found is not None:  # the workers' catalog: what the search found, as an item table
+        stac.write_item_table(found, catalog)
     handler = inference.FlaxEmbeddingModelHandler(
         args.model,
         batch_size=args.batch_size,
@@ -1128,6 +1158,12 @@ def plan_run(argv: Sequence[str] | None = None) -> RunPlan:
         "batch_size": args.batch_size,
         "compute_dtype": dtype,
     }
+    if found is not None:
+        run_info["stac_api"] = {
+            "url": args.stac_api,
+            "collections": list(args.collection_list),
+            "items": len(found),
+        }
     return RunPlan(tiles, spec, handler, run_info, beam_args)
 
 

@@ -4,7 +4,9 @@
 TensorFlow and JAX take seconds to import), and each job's `run(argv)` parses with the same
 parser. An option name means one thing in every job; the shared `_add_*` helpers keep it so:
 
-    --stac          STAC catalog.json of the input          (build-training-data, embed)
+    --stac          STAC catalog.json or stac-geoparquet item table (build-training-data, embed)
+    --stac-api      STAC API root URL, searched by AOI and period   (build-training-data, embed)
+    --collections   the API's collection ids, comma-separated   (with --stac-api)
     --observations  point observation table (Parquet)       (build-training-data, embed-points)
     --bbox / --aoi  lon/lat box / GeoJSON file, EPSG:4326   (simulate, build-training-data, embed)
     --year          one calendar year                       (embed, embed-points)
@@ -114,7 +116,24 @@ def _parser(command: str, description: str, **kwargs) -> argparse.ArgumentParser
 
 # `where` is the parser or a mutually exclusive group of it.
 def _add_stac(where, *, required: bool = False) -> None:
-    where.add_argument("--stac", required=required, help="STAC catalog.json (static catalog)")
+    where.add_argument(
+        "--stac",
+        required=required,
+        help="static STAC catalog.json, or a stac-geoparquet item table (.parquet)",
+    )
+
+
+def _add_stac_api(where) -> None:
+    where.add_argument(
+        "--stac-api",
+        metavar="URL",
+        help="STAC API root URL: the items of --collections over the AOI and period are "
+        "searched once at the start (https only on Dataflow)",
+    )
+
+
+def _add_collections(p) -> None:
+    p.add_argument("--collections", help="collection ids to search, comma-separated (--stac-api)")
 
 
 def _add_access(p) -> None:
@@ -246,10 +265,12 @@ def build_training_data_parser() -> argparse.ArgumentParser:
     )
     src = p.add_mutually_exclusive_group(required=True)
     _add_stac(src)
+    _add_stac_api(src)
     _add_observations(src)
+    _add_collections(p)
     _add_bbox(p, " (unset: the labels' or the catalog's extent)")
     _add_aoi(p)
-    _add_years(p, default=None, note=" (required with --stac)")
+    _add_years(p, default=None, note=" (required with --stac/--stac-api)")
     _add_access(p)
     p.add_argument(
         "--num-samples",
@@ -307,7 +328,10 @@ def inspect_tfrecords_parser() -> argparse.ArgumentParser:
 def embed_parser() -> argparse.ArgumentParser:
     """`earthembed embed` (Beam options are passed through)."""
     p = _parser("embed", "AOI + year -> int8 COG + GeoParquet + STAC embedding tiles")
-    _add_stac(p, required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    _add_stac(src)
+    _add_stac_api(src)
+    _add_collections(p)
     where = p.add_mutually_exclusive_group(required=True)
     _add_aoi(where)
     _add_bbox(where)

@@ -266,6 +266,20 @@ PROVIDER_NAMES: tuple[str, ...] = (OWN, *PROVIDERS)
 # ---------------------------------------------------------------------------------- fields
 
 
+def collection_source(collection: str) -> str | None:
+    """The registry source a collection id feeds: itself for this project's own contract,
+    else the one source every provider's profile of that id names (None: unknown or
+    ambiguous). Used before any item is seen, e.g. to search a static source without a period."""
+    if collection in sensors.SENSORS:
+        return collection
+    found = {
+        p.source
+        for provider in PROVIDERS.values()
+        if (p := provider.profile(collection)) is not None and p.unsupported is None
+    }
+    return found.pop() if len(found) == 1 else None
+
+
 def _float_or_none(v: Any) -> float | None:
     if v is None:
         return None

@@ -16,6 +16,10 @@ ERA5's 0.1 degree lon/lat grid is a real reprojection), merges granules of one a
 one frame, and builds the valid mask: inside a footprint, not nodata, clear per the quality
 layer. The item index (`ItemRef`) is plain data, so a STAC API client can feed the same reader.
 
+Items come from a static catalog, or from a stac-geoparquet item table (`.parquet`, one row
+per item, as bulk users keep them: `read_item_table` / `write_item_table`), which is also how
+the items a STAC API search found (beam_jobs/io/stac_search.py) reach the workers.
+
 Speed: opened datasets stay open in a per-process LRU (`MAX_OPEN_DATASETS`; a local file that
 changes on disk is reopened; `clear_dataset_cache` closes them all). A COG on the window's own
 grid, or on an integer coarsening of it (20 m bands, 20/30 m quality layers), is resampled in
@@ -50,6 +54,7 @@ from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject, transform_bounds
 
 from beam_jobs.io import providers
+from beam_jobs.io.files import atomic_target
 from beam_jobs.io.providers import AssetRef
 from schemas import sensors
 from schemas.grid import PIXEL_SIZE_M, GridWindow, bbox_intersects
@@ -229,6 +234,68 @@ def _own_item_ref(item: pystac.Item, source: str, access: providers.Access | Non
     )
 
 
+# ------------------------------------------------------------------------------- item tables
+
+ITEM_TABLE_SUFFIXES = (".parquet", ".geoparquet")
+
+
+def is_item_table(path: str) -> bool:
+    """Whether a catalog path names a stac-geoparquet item table (by its suffix)."""
+    return urllib.parse.urlsplit(path).path.lower().endswith(ITEM_TABLE_SUFFIXES)
+
+
+def _without_nulls(doc: dict) -> dict:
+    """A table row's item without the null properties the table's union schema gave it
+    (a DEM row gets every Sentinel-2 property as null): the item as it was written."""
+    doc["properties"] = {k: v for k, v in doc["properties"].items() if v is not None}
+    return doc
+
+
+def read_item_table(path: str) -> list[pystac.Item]:
+    """A stac-geoparquet item table (one row per item; local, gs:// or s3://) -> Items.
+
+    Raises:
+        ValueError: naming the file when it is not a readable stac-geoparquet table.
+    """
+    import pyarrow.parquet as pq
+    import stac_geoparquet.arrow
+
+    try:
+        table = pq.read_table(path)
+        docs = list(stac_geoparquet.arrow.stac_table_to_items(table))
+        return [pystac.Item.from_dict(_without_nulls(d), preserve_dict=False) for d in docs]
+    except (OSError, ValueError, KeyError, TypeError) as e:  # pyarrow's errors are OSError
+        raise ValueError(f"{path}: not a readable stac-geoparquet item table: {e}") from e
+
+
+def write_item_table(items: Iterable[pystac.Item], path: str) -> int:
+    """Items -> a stac-geoparquet item table at `path` (atomically); returns the row count.
+
+    Asset hrefs are written absolute, so the table reads the same wherever it is moved.
+    """
+    import stac_geoparquet.arrow
+
+    docs = []
+    for item in items:
+        doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+        for key, asset in item.assets.items():
+            doc["assets"][key]["href"] = asset.get_absolute_href() or asset.href
+        docs.append(doc)
+    if not docs:
+        raise ValueError(f"{path}: no items to write")
+    with atomic_target(path) as target:
+        stac_geoparquet.arrow.to_parquet(
+            stac_geoparquet.arrow.parse_stac_items_to_arrow(docs), target
+        )
+    return len(docs)
+
+
+def _table_item_source(path: str, item: pystac.Item) -> str:
+    if item.collection_id is None:
+        raise ValueError(f"{path}: item {item.id!r} has no collection (its source id)")
+    return item.collection_id
+
+
 class StacCatalog:
     """A static STAC catalog, walked once and indexed by source id (= collection id).
 
@@ -287,10 +354,11 @@ class StacCatalog:
         requester_pays: bool = False,
         sign: bool = True,
     ) -> StacCatalog:
-        """Read a static catalog (catalog.json or collection.json) and index its items.
+        """Read a static catalog (catalog.json or collection.json) or a stac-geoparquet item
+        table (`.parquet`) and index its items.
 
         Args:
-            path_or_url: path or URL of the root catalog or collection.
+            path_or_url: path or URL of the root catalog or collection, or of the table.
             provider: decode every item with this provider's profiles
                 (`providers.PROVIDER_NAMES`; --provider); None picks per item.
             requester_pays: allow reads from requester-pays S3 buckets (--requester-pays).
@@ -304,9 +372,14 @@ class StacCatalog:
         Raises:
             providers.ProfileError: with `provider`, an item it cannot decode.
         """
-        root = pystac.read_file(str(path_or_url))
+        path = str(path_or_url)
+        access = providers.Access(requester_pays=requester_pays, sign=sign)
+        if is_item_table(path):
+            pairs = ((_table_item_source(path, i), i) for i in read_item_table(path))
+            return cls(pairs, href=path, provider=provider, access=access)
+        root = pystac.read_file(path)
         if not isinstance(root, pystac.Catalog):
-            raise ValueError(f"{path_or_url} is a {type(root).__name__}, not a catalog")
+            raise ValueError(f"{path} is a {type(root).__name__}, not a catalog")
 
         def walk() -> Iterable[tuple[str, pystac.Item]]:
             for item in root.get_items(recursive=True):
@@ -316,8 +389,7 @@ class StacCatalog:
                     source = parent.id if parent is not None else root.id
                 yield source, item
 
-        access = providers.Access(requester_pays=requester_pays, sign=sign)
-        return cls(walk(), href=str(path_or_url), provider=provider, access=access)
+        return cls(walk(), href=path, provider=provider, access=access)
 
     @property
     def sources(self) -> tuple[str, ...]:

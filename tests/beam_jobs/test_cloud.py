@@ -184,6 +184,18 @@ def test_dry_run_gpu_embed_asks_for_an_l4_on_g2(capsys):
 # ---------------------------------------------------------------------------------- errors
 
 
+API = "https://earth-search.aws.element84.com/v1"
+# embed's required parameters but the catalog: a period, a bbox and --out
+EMB = (
+    "--period",
+    "2023-01-01/2024-01-01",
+    "--bbox",
+    "4.3,50.8,4.5,50.9",
+    "--out",
+    "gs://my-bucket/e",
+)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -198,6 +210,20 @@ def test_dry_run_gpu_embed_asks_for_an_l4_on_g2(capsys):
         (["run", "simulate", "--outt", "gs://my-bucket/s"], "unknown parameter 'outt'"),
         (["build", "simulate", "--years", "2023"], "build takes no job parameters"),
         (["run", "simulate", "--service-account", "not an email"], "--service-account"),
+        (
+            ["run", "embed", *EMB, "--stac", "gs://my-bucket/c.json", "--stac-api", API],
+            "parameters stac and stac_api exclude each other",
+        ),
+        (["run", "embed", *EMB], "give one of the parameters stac, stac_api"),
+        (["run", "embed", *EMB, "--year", "2022", "--stac-api", API], "year and period"),
+        (
+            ["run", "embed", *EMB, "--stac-api", "http://earth-search.aws.element84.com/v1"],
+            "parameter 'stac_api': 'http://earth-search",
+        ),
+        (
+            ["run", "build-training-data", "--years", "2023", "--out", "gs://my-bucket/t"],
+            "give one of the parameters stac, stac_api, observations",
+        ),
     ],
 )
 def test_errors_come_before_any_gcloud_call(argv, message, monkeypatch, capsys):
@@ -319,3 +345,19 @@ def test_simulate_rejects_an_unknown_sim_region_naming_the_choices(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--sim-region: invalid choice: 'nowhere' (choose from 'demo')" in err
+
+
+def test_stac_api_parameters_pass_to_the_launch():
+    params = {
+        "stac_api": API,
+        "collections": "sentinel-2-l2a,cop-dem-glo-30",
+        "bbox": "4.3,50.8,4.5,50.9",
+        "years": "2023",
+        "out": "gs://my-bucket/t",
+    }
+    kw = dict(project="my-project", region="europe-west1", bucket="my-bucket", version="0.1.0")
+    (cmd,) = cloud.gcloud_commands("run", "build_training_data", params=params, **kw)
+    assert cmd[-1] == (
+        f"^~^stac_api={API}~collections=sentinel-2-l2a,cop-dem-glo-30~bbox=4.3,50.8,4.5,50.9"
+        f"~years=2023~out=gs://my-bucket/t~sdk_container_image={IMAGE}:0.1.0-build_training_data"
+    )

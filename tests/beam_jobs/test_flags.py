@@ -121,9 +121,9 @@ def test_cli_help_uses_the_parser_the_job_runs_with():
 
 
 # An option name shared by several jobs parses the same way in each.
-SHARED = ("--stac", "--observations", "--bbox", "--aoi", "--year", "--years", "--period",
-          "--model", "--out", "--batch-size", "--seed", "--sources", "--tile-size", "--verbose",
-          "--overwrite", "--bf16")  # fmt: skip
+SHARED = ("--stac", "--stac-api", "--collections", "--observations", "--bbox", "--aoi", "--year",
+          "--years", "--period", "--model", "--out", "--batch-size", "--seed", "--sources",
+          "--tile-size", "--verbose", "--overwrite", "--bf16")  # fmt: skip
 
 
 def test_region_means_the_cloud_region_on_every_job():

@@ -21,7 +21,22 @@ KEYS = {"name", "label", "helpText", "isOptional", "regexes"}
 GOOD = {
     "embed_points.out": ["gs://my-bucket/points.parquet", "gs://my-bucket/a/b.parquet"],
     "out": ["gs://my-bucket", "gs://my-bucket/a/b/", "gs://my.bucket-1/x_y=z/v1.2"],
-    "stac": ["gs://my-bucket/catalog.json", "gs://my-bucket/a/b/catalog.json"],
+    "stac": [
+        "gs://my-bucket/catalog.json",
+        "gs://my-bucket/a/b/catalog.json",
+        "gs://b-1/i.parquet",
+    ],
+    "stac_api": [
+        "https://planetarycomputer.microsoft.com/api/stac/v1",
+        "https://stac.dataspace.copernicus.eu/v1/",
+        "https://landsatlook.usgs.gov/stac-server",
+        "https://example.com:8443/stac",
+    ],
+    "collections": [
+        "sentinel-2-l2a",
+        "sentinel-2-c1-l2a,landsat-c2-l2,cop-dem-glo-30",
+        "HLSS30.v2.0",
+    ],
     "observations": ["gs://my-bucket/obs.parquet"],
     "aoi": ["gs://my-bucket/aoi.geojson", "gs://my-bucket/a/aoi.json"],
     "model": ["gs://my-bucket/models/tiny", "gs://my-bucket/m/", "/opt/earthembed/weights/base"],
@@ -57,6 +72,19 @@ BAD = {
     "embed_points.out": [*_GCS_BAD, "gs://my-bucket/emb", "gs://my-bucket/emb.csv"],
     "model": [v for v in _GCS_BAD if v != "/tmp/x"] + ["weights/tiny", "/opt/../etc", "/"],
     "stac": [*_GCS_BAD, "gs://my-bucket/catalog.txt", "https://example.com/stac"],
+    "stac_api": [
+        "http://earth-search.aws.element84.com/v1",  # https only on Dataflow
+        "https://",
+        "https://user:secret@example.com/v1",  # no credentials in templates
+        "https://example.com/v1?token=secret",
+        "https://example.com/../v1",
+        "https://example.com/a b",
+        "https://-example.com/v1",
+        "gs://my-bucket/catalog.json",
+        "ftp://example.com/v1",
+        "",
+    ],
+    "collections": ["", "sentinel-2-l2a,", ",cop-dem", "a,,b", "a b", "-x", "sentinel-2-l2a;rm"],
     "observations": [*_GCS_BAD, "gs://my-bucket/obs.csv"],
     "aoi": [*_GCS_BAD, "gs://my-bucket/aoi.shp"],
     "bbox": [

@@ -1387,8 +1387,8 @@ def _no_valid_pixels_reason(manifest: Mapping) -> str | None:
     counts = manifest.get("counts", {})
     if counts.get("pixels_valid", 0) > 0:
         return None
-    chips, failed = counts.get("chips", 0), counts.get("chips_failed", 0)
-    if chips and failed == counts.get("chips_embedded", 0) + failed:
+    failed = counts.get("chips_failed", 0)
+    if failed and not counts.get("chips_embedded", 0):
         return f"all {failed} chips failed (reasons in {DEADLETTER_FILE})"
     return (
         f"{counts.get('chips_embedded', 0)} chips embedded, {failed} failed, and no pixel got "

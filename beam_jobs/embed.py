@@ -1370,12 +1370,11 @@ def _lock_out(args: argparse.Namespace, command: str) -> files.LockInfo:
         _fail(f"--out {e}")
     if stale is not None:
         log.warning(
-            "the previous %s into %s ended without finishing (killed, e.g. for memory, "
-            "with --batch-size %s?); resuming: %s",
+            "the previous %s into %s ended without finishing (killed? if it ran out of "
+            "memory with --batch-size %s, lower it); resuming from its completed tiles",
             stale.describe(),
             args.out,
             stale.extra.get("batch_size", "?"),
-            MEMORY_ADVICE,
         )
     for path in files.remove_temporaries(args.out, recursive=True):
         log.info("removed %s, left by an interrupted run", path)

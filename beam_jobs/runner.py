@@ -52,7 +52,13 @@ def _beam_option_parser(beam_args: Sequence[str]) -> argparse.ArgumentParser:
             except ImportError:  # the runner is not installed: Beam says so when it starts
                 pass
     captured: list[argparse.ArgumentParser] = []
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    # PipelineOptions() calls logging.basicConfig(), which would make setup_logging's a no-op
+    # (and the jobs' INFO lines vanish) when options are checked before logging is set up.
     PipelineOptions([]).get_all_options(add_extra_args_fn=captured.append)
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
     return captured[0]
 
 

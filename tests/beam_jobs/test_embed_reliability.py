@@ -416,7 +416,7 @@ def test_run_takes_over_a_dead_runs_lock_and_sweeps_its_leftovers(
     (out / files.LOCK_FILE).write_text(json.dumps(lock))
     with caplog.at_level(logging.INFO):
         assert embed.run(_argv(sim_catalog, aoi_file, out, model=fake_model)) == 0
-    assert "ended without finishing" in caplog.text and "--batch-size 64" in caplog.text
+    assert "ended without finishing" in caplog.text and "--batch-size 64, lower" in caplog.text
     left = [p.name for p in out.rglob("*") if files.is_temporary(p.name)]
     assert left == [] and not (out / files.LOCK_FILE).exists()
     assert len(list(out.rglob("*.done.json"))) == 2
@@ -517,3 +517,16 @@ def test_template_parameter_retry_failed_false_says_no():
     base = ["--stac=s", "--bbox=1,2,3,4", "--year=2023", "--out=o"]
     assert parser.parse_args(base).retry_failed is True
     assert parser.parse_args([*base, "--no-retry-failed"]).retry_failed is False
+
+
+def test_checking_beam_options_leaves_logging_to_the_job():
+    """PipelineOptions() calls logging.basicConfig(): done before setup_logging, it used to
+    silence every INFO line of a job."""
+    import logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    runner.parse_job_args(
+        flags.embed_parser(), ["--stac=s", "--bbox=1,2,3,4", "--year=2023", "--out=o"]
+    )
+    assert root.handlers == before

@@ -1014,7 +1014,7 @@ def build_pipeline(
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = build_parser()
-    args, beam_args = p.parse_known_args(argv)
+    args, beam_args = runner.parse_job_args(p, argv)
     if args.stac and not args.years:
         p.error("--stac needs --years")
     if args.stac_api and not args.years:

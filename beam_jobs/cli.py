@@ -3,13 +3,20 @@
 Nothing is imported before a command is chosen, and `earthembed <command> --help` imports only
 the command's parser (beam_jobs/flags.py for the Beam jobs), not the job: Beam, TensorFlow and
 JAX take seconds to import, help takes none of them.
+
+Run as a program (`earthembed ...`, `python -m beam_jobs.cli ...`), a command runs in a child
+process watched by this small one: when the kernel kills the job (SIGKILL, exit 137: most
+often the out-of-memory killer, which leaves no trace in the job's own log), the watcher says
+so and how to resume, and exits 137.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+from collections.abc import Callable
 from typing import NamedTuple
 
 
@@ -17,6 +24,13 @@ class Command(NamedTuple):
     module: str  # has `run(argv=None)`
     parser: str  # "module:function" returning the command's argparse parser
     summary: str
+    resume: str = "rerun the same command"  # what to do after the job was killed
+
+
+_RESUME_TILES = (
+    "its completed tiles are kept: rerun the same command to resume, with a lower --batch-size "
+    "(or --read-block 1, or fewer --direct_num_workers)"
+)
 
 
 JOBS: dict[str, Command] = {
@@ -48,11 +62,13 @@ JOBS: dict[str, Command] = {
         "beam_jobs.embed",
         "beam_jobs.flags:embed_parser",
         "AOI + year -> int8 COG + GeoParquet + STAC embedding tiles",
+        _RESUME_TILES,
     ),
     "embed-points": Command(
         "beam_jobs.embed_points",
         "beam_jobs.flags:embed_points_parser",
         "point observation table -> GeoParquet embeddings",
+        "rerun the same command with a lower --batch-size",
     ),
     "index": Command("beam_jobs.index", "beam_jobs.flags:index_parser", "tiles -> ANN index"),
     "search": Command("beam_jobs.search", "beam_jobs.flags:search_parser", "ANN index top-k"),
@@ -87,7 +103,49 @@ def _import(cmd: str, module_name: str):
         raise
 
 
+def killed_message(cmd: str, sig: int, resume: str) -> str:
+    """What the watcher prints when the job's process was killed by a signal."""
+    if sig == signal.SIGKILL:
+        why = (
+            "killed by SIGKILL (exit 137), most likely by the kernel's out-of-memory killer: "
+            "it needed more memory than the machine had free"
+        )
+    else:
+        why = f"killed by signal {sig} ({signal.Signals(sig).name})"
+    return f"earthembed {cmd}: the job was {why}; {resume}"
+
+
+def _supervise(cmd: str, command: Command, job: Callable[[], int]) -> int:
+    """Run `job` in a forked child and wait; a child killed by a signal is reported."""
+    if not hasattr(os, "fork") or os.environ.get("EARTHEMBED_NO_WATCHER"):
+        return job()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child runs the job and exits the normal way
+        os.environ["EARTHEMBED_NO_WATCHER"] = "1"
+        return job()
+    # The terminal sends Ctrl-C to both; the child handles it. Forward a kill of this one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda sig, frame: os.kill(pid, sig))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            return 1
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        print(killed_message(cmd, sig, command.resume), file=sys.stderr)
+        return 128 + sig
+    return os.WEXITSTATUS(status)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`earthembed ARGS`; run as a program (argv None) the job is watched (module doc)."""
+    watch = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -107,11 +165,19 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up INFO lines (CPU features, no CUDA) say nothing to a user;
     # its warnings and errors still print.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    module = _import(cmd, command.module)
-    if module is None:
-        return 2
-    result = module.run(rest)
-    return int(result) if isinstance(result, int) else 0
+
+    def job() -> int:
+        module = _import(cmd, command.module)
+        if module is None:
+            return 2
+        try:
+            result = module.run(rest)
+        except MemoryError:
+            print(f"earthembed {cmd}: the job ran out of memory; {command.resume}", file=sys.stderr)
+            return 1
+        return int(result) if isinstance(result, int) else 0
+
+    return _supervise(cmd, command, job) if watch else job()
 
 
 if __name__ == "__main__":

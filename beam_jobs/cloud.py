@@ -452,8 +452,8 @@ def template_argv(parser: argparse.ArgumentParser, argv: Sequence[str] | None = 
     """What the flex-template launcher passes (`--num_samples=8 --verbose=true`) as the job's
     command line (`--num-samples=8 --verbose`).
 
-    Job options get their own spelling; flags given `=true` are set and `=false` dropped;
-    everything else (Beam's options) passes unchanged.
+    Job options get their own spelling; flags given `=true` are set and `=false` dropped (a
+    flag that is on by default, `--retry-failed`, becomes `--no-retry-failed`); everything else (Beam's options) passes unchanged.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     by_string = {s: a for a in job_options(parser).values() for s in a.option_strings}
@@ -469,11 +469,14 @@ def template_argv(parser: argparse.ArgumentParser, argv: Sequence[str] | None = 
         if spelling is None:
             out.append(arg)
             continue
-        if by_string[spelling].nargs == 0:  # a flag
+        action = by_string[spelling]
+        if action.nargs == 0:  # a flag
             if not eq or value.lower() in TRUE:
                 out.append(spelling)
             elif value.lower() not in FALSE:
                 raise SystemExit(f"{spelling} takes true or false, got {value!r}")
+            elif isinstance(action, argparse.BooleanOptionalAction):  # on by default
+                out.append(action.option_strings[1])  # --no-...
             continue
         out.append(f"{spelling}={value}" if eq else spelling)
     return out

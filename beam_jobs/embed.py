@@ -38,11 +38,13 @@ Outputs in --out (`LABEL` is the year, or `YYYYMMDD_YYYYMMDD` for another period
 | `LABEL/{zone}{N/S}/{tile_id}_quality.tif` | obs counts per source, clear fraction, confidence |
 | `LABEL/{zone}{N/S}/{tile_id}.parquet` | GeoParquet 1.1, a row per valid pixel, spatial order |
 | `LABEL/{zone}{N/S}/{tile_id}.json` | the tile's STAC item |
-| `LABEL/{zone}{N/S}/{tile_id}.done.json` | the tile's summary; written last: the tile is complete |
+| `LABEL/{zone}{N/S}/{tile_id}.done.json` | the tile's summary, written last when all its chips succeeded |
+| `LABEL/{zone}{N/S}/{tile_id}.failed.json` | instead, when some chips failed: re-embedded on rerun |
 | `collection.json` | STAC collection linking every item |
 | `deadletter.jsonl` | one line per failed chip: chip_id, tile_id, error |
-| `manifest.json` | tiles, counts, model version and sha256, period, options, command |
+| `manifest.json` | tiles, counts, model version and sha256, period, options; `runs`: every run |
 | `stac_items.parquet` | with `--stac-api`: the items found (stac-geoparquet), the workers' catalog |
+| `LOCK` | while a run writes: its run id, pid, host, start time (one writer per --out) |
 
 How it works: the AOI is split by UTM zone and covered by tiles of the 10 m grid; a tile is
 cut into chips of `--chip-size` core pixels plus `--halo` pixels of context on each side (the
@@ -55,21 +57,36 @@ per opened asset, not per pixel), embedded by RunInference with the Flax handler
 `--share-model`, fixed batches of `--batch-size` chips), quantized, and grouped by tile; a
 tile's files are written when all its chips are in.
 
+Checks before anything runs (exit code 2, one line naming the option): options no job or
+Beam takes (`--batchsize`), --out (not a file, not http://), --stac (file:// is a path), the
+AOI (a valid Polygon or MultiPolygon, lon/lat order), and the request against the catalog: the
+AOI must touch the catalog's items (a lat/lon swap is named as such), and the period must hold
+items of at least one time-varying source. A run that ends with no valid pixel exits 1.
+
 Resuming: every file is written under a temporary name and renamed (or, on object stores,
-published when closed), and `{tile_id}.done.json` is written after all the tile's other files.
-A rerun skips a tile whose marker exists for the same model, period and chip layout, lists the
-requested formats, and whose files are all there; any other tile is embedded again and its
-files replaced. So a run that dies part way leaves whole files only, and a rerun ends with
-the same outputs as an uninterrupted run. The marker also carries the tile's counts and dead
-letters, so the collection, `deadletter.jsonl` and the manifest are rebuilt from all tiles,
-skipped or not.
+published when closed), and `{tile_id}.done.json` is written after all the tile's other files,
+only when all its chips succeeded (`{tile_id}.failed.json` otherwise). A rerun skips a tile
+whose done marker has the same key (model sha256, period, sources, chip layout, quantization,
+compute dtype, and the tile's chips inside the AOI: a wider AOI re-embeds the tiles it
+changes; not the batch size), lists the requested formats, and whose files are all there; a
+tile with failed chips is embedded again (`--no-retry-failed` keeps it as it is); any other
+tile is embedded again and its files replaced. So a run that dies part way leaves whole files
+only, and a rerun ends with the same outputs as an uninterrupted run. The markers also carry
+the tile's counts and dead letters, so the collection, `deadletter.jsonl` and the manifest are
+rebuilt from all tiles, skipped or not; the manifest's `runs` lists every run into --out.
+
+One writer per --out: a run holds `--out/LOCK`; a second run into the same --out stops with
+exit code 2 naming the first; a lock left by a dead process on the same host is taken over
+with a warning (saying the previous run died, e.g. killed for memory). At start the run
+deletes what killed writers left (`*.tmp-*` files and their scratch folders). A worker process
+that dies (exit 137: out of memory) ends the run with a message saying so and how to resume.
 
 Failures: a chip whose read raised, or whose observations carry read errors (a corrupt or
 missing asset: the reader invalidates that frame and records it; the chips of a read block
 share its read), or whose batch failed in the model, is dead-lettered with the reason,
 counted in `chips_failed`, and left nodata; the tile is still written. Beam counters
 (namespace `embed`): chips, pixels, chips_failed, chips_outside_aoi, tiles_written,
-tiles_skipped.
+tiles_skipped. A tile with failed chips is written without its done marker.
 """
 
 from __future__ import annotations
@@ -78,18 +95,20 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
 import os
 import posixpath
 import shlex
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import apache_beam as beam
 import numpy as np
@@ -110,6 +129,7 @@ from schemas.grid import (
     GridWindow,
     Tile,
     aoi_geometry,
+    bbox_intersects,
     lonlat_to_utm,
     parse_tile_id,
     split_by_zone,
@@ -125,6 +145,12 @@ MANIFEST_FILE = "manifest.json"
 DEADLETTER_FILE = "deadletter.jsonl"
 COLLECTION_FILE = "collection.json"
 DONE_SUFFIX = ".done.json"
+FAILED_SUFFIX = ".failed.json"
+# What to do when the job runs out of memory (cli.py says it too when the whole job is killed).
+MEMORY_ADVICE = (
+    "completed tiles are kept: rerun the same command to resume, with a lower --batch-size "
+    "(or --read-block 1, or fewer --direct_num_workers) if it ran out of memory"
+)
 # Confidence = 1 - exp(-valid observations / this): observation support (a month of clear
 # observations ~ 0.63), since bundles expose no per-pixel concentration yet.
 CONFIDENCE_OBS_SCALE = 12.0
@@ -154,6 +180,8 @@ class EmbedSpec:
     provider: str | None = None  # --provider (None: per item)
     requester_pays: bool = False
     sign: bool = True  # sign Planetary Computer hrefs
+    compute_dtype: str = "float32"
+    retry_failed: bool = True  # re-embed tiles with failed chips on rerun
 
     @property
     def label(self) -> str:
@@ -182,7 +210,13 @@ class EmbedSpec:
             "chip_size": self.chip_size,
             "halo": self.halo,
             "sources": list(self.sources) if self.sources else None,
+            "quantization": embedding.QUANTIZATION_RULE,
+            "compute_dtype": self.compute_dtype,
         }
+
+    def tile_key(self, tile: Tile) -> dict[str, Any]:
+        """`key` plus the tile's chips inside the AOI: what makes two runs' tile interchangeable."""
+        return {**self.key, "aoi_chips": aoi_chips_digest(tile, self)}
 
     def tile_path(self, tile: Tile, suffix: str) -> str:
         return posixpath.join(self.out, tile.path(self.label, suffix))
@@ -197,6 +231,9 @@ class EmbedSpec:
 
     def marker_path(self, tile: Tile) -> str:
         return self.tile_path(tile, DONE_SUFFIX)
+
+    def failed_marker_path(self, tile: Tile) -> str:
+        return self.tile_path(tile, FAILED_SUFFIX)
 
 
 def _utc(ms: int) -> dt.datetime:
@@ -268,6 +305,16 @@ def count_chips_in_aoi(tile: Tile, spec: EmbedSpec) -> int:
     if wkb is not None and shapely.from_wkb(wkb).contains(shapely.box(*tile.window.bounds)):
         return len(tile.chips(spec.chip_size, spec.halo))
     return len(chips_in_aoi(tile, spec))
+
+
+def aoi_chips_digest(tile: Tile, spec: EmbedSpec) -> str:
+    """'all' when every chip of the tile is in the AOI, else a hash of the chips that are."""
+    chips = tile.chips(spec.chip_size, spec.halo)
+    inside = chips_in_aoi(tile, spec) if count_chips_in_aoi(tile, spec) < len(chips) else chips
+    if len(inside) == len(chips):
+        return "all"
+    text = ",".join(f"{c.i}_{c.j}" for c in inside)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -529,6 +576,9 @@ def write_tile(spec: EmbedSpec, tile: Tile, results: Sequence[ChipResult], plann
         The tile summary (also the marker's content): counts, dead letters, files, lon/lat bbox.
     """
     remove_stale_temporaries(spec, tile)
+    for old in (spec.marker_path(tile), spec.failed_marker_path(tile)):  # no longer true
+        if FileSystems.exists(old):
+            FileSystems.delete([old])
     q, quality = assemble_tile(tile, spec.chip_size, results)
     crs = f"EPSG:{tile.epsg}"
     if "cog" in spec.formats:
@@ -553,7 +603,7 @@ def write_tile(spec: EmbedSpec, tile: Tile, results: Sequence[ChipResult], plann
     summary = {
         "tile_id": tile.id,
         "epsg": tile.epsg,
-        "key": spec.key,
+        "key": spec.tile_key(tile),
         "formats": list(spec.formats),
         "files": [posixpath.relpath(f, spec.out) for f in spec.output_files(tile)],
         "chips": len(tile.chips(spec.chip_size, spec.halo)),
@@ -565,37 +615,38 @@ def write_tile(spec: EmbedSpec, tile: Tile, results: Sequence[ChipResult], plann
         "bbox_lonlat": list(item["bbox"]) if item else list(tile.window.lonlat_bounds()),
         "deadletters": [r.deadletter() for r in failed],
     }
-    runner.write_bytes_atomic(spec.marker_path(tile), _json_bytes(summary))
+    # Done means done: a tile with failed chips gets the other marker, which a rerun retries.
+    marker = spec.failed_marker_path(tile) if failed else spec.marker_path(tile)
+    runner.write_bytes_atomic(marker, _json_bytes(summary))
     return summary
 
 
 def remove_stale_temporaries(spec: EmbedSpec, tile: Tile) -> list[str]:
-    """Delete temporary files an earlier, killed attempt at this tile left (`{tile_id}*.tmp-*`;
-    object stores have none: an upload appears whole or not at all)."""
-    folder = posixpath.dirname(spec.tile_path(tile, ".tif"))
-    if files.is_remote(folder) or not os.path.isdir(folder):
-        return []
-    stale = [
-        os.path.join(folder, n)
-        for n in os.listdir(folder)
-        if n.startswith(tile.id) and files.is_temporary(n)
-    ]
+    """Delete temporary files (and their scratch folders) an earlier, killed attempt at this
+    tile left (`{tile_id}*.tmp-*`; object stores have none: an upload appears whole or not at
+    all). Under the --out lock no other run is writing, so they are a dead run's."""
+    stale = files.remove_temporaries(posixpath.dirname(spec.tile_path(tile, ".tif")), tile.id)
     for path in stale:
-        log.info("removing %s, left by an interrupted attempt", path)
-        os.remove(path)
+        log.info("removed %s, left by an interrupted attempt", path)
     return stale
 
 
 def completed_summary(spec: EmbedSpec, tile: Tile) -> dict | None:
-    """The summary of a tile a previous run completed for this spec, else None."""
-    marker = spec.marker_path(tile)
-    if not FileSystems.exists(marker):
+    """The summary of a tile a previous run completed for this spec (with failed chips too
+    when `spec.retry_failed` is off), else None."""
+    markers = [spec.marker_path(tile)]
+    if not spec.retry_failed:
+        markers.append(spec.failed_marker_path(tile))
+    marker = next((m for m in markers if FileSystems.exists(m)), None)
+    if marker is None:
         return None
     try:
         summary = _read_json(marker)
     except (OSError, ValueError):
         return None
-    if summary.get("key") != spec.key or not set(spec.formats) <= set(summary.get("formats", [])):
+    if summary.get("key") != spec.tile_key(tile) or not set(spec.formats) <= set(
+        summary.get("formats", [])
+    ):
         return None
     if not all(FileSystems.exists(f) for f in spec.output_files(tile)):
         return None
@@ -636,17 +687,38 @@ def write_run_files(spec: EmbedSpec, summaries: Sequence[dict], run_info: Mappin
             for s in summaries
         ]
         runner.write_bytes_atomic(posixpath.join(spec.out, COLLECTION_FILE), _json_bytes(doc))
-    manifest = manifest_document(spec, summaries, run_info)
+    manifest = manifest_document(spec, summaries, run_info, previous_runs(spec.out))
     runner.write_bytes_atomic(posixpath.join(spec.out, MANIFEST_FILE), _json_bytes(manifest))
     return manifest
+
+
+def previous_runs(out: str) -> list[dict]:
+    """The run records of the manifest already in --out (none when there is none)."""
+    path = posixpath.join(out, MANIFEST_FILE)
+    try:
+        if not FileSystems.exists(path):
+            return []
+        doc = _read_json(path)
+    except (OSError, ValueError):
+        return []
+    runs = doc.get("runs")
+    if isinstance(runs, list):
+        return runs
+    return [doc["run"]] if isinstance(doc.get("run"), dict) else []
 
 
 def _tile_of(summary: Mapping, size: int) -> Tile:
     return parse_tile_id(summary["tile_id"], size)
 
 
-def manifest_document(spec: EmbedSpec, summaries: Sequence[dict], run_info: Mapping) -> dict:
-    """The manifest: the outputs (deterministic) and this run's facts under `run`."""
+def manifest_document(
+    spec: EmbedSpec,
+    summaries: Sequence[dict],
+    run_info: Mapping,
+    earlier_runs: Sequence[Mapping] = (),
+) -> dict:
+    """The manifest: the outputs (deterministic), this run's facts under `run`, and every run
+    into --out (earlier ones first, this one last) under `runs`."""
     keys = ("chips", "chips_embedded", "chips_failed", "chips_outside_aoi", "pixels_valid")
     return {
         "schema": "earthembed-embed-manifest/1",
@@ -678,6 +750,7 @@ def manifest_document(spec: EmbedSpec, summaries: Sequence[dict], run_info: Mapp
         },
         "tiles": [{k: s[k] for k in ("tile_id", "files", *keys)} for s in summaries],
         "run": dict(run_info),
+        "runs": [*map(dict, earlier_runs), dict(run_info)],
     }
 
 
@@ -999,8 +1072,13 @@ def build_pipeline(
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = build_parser()
-    args, beam_args = p.parse_known_args(argv)
+    args, beam_args = runner.parse_job_args(p, argv)
     try:
+        if args.stac is not None:
+            args.stac = _checked_stac(args.stac)
+        args.out = _checked_out(args.out)
+        if args.aoi:
+            args.aoi = files.local_path(args.aoi)
         aoi_doc = files.read_json(_local_copy(args.aoi)) if args.aoi else None
         args.geometry = aoi_geometry(args.bbox, aoi_doc, aoi_name=args.aoi or "AOI")
         if args.year is not None:
@@ -1040,6 +1118,166 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
     if args.read_block < 1:
         p.error(f"--read-block must be >= 1; got {args.read_block}")
     return args, beam_args
+
+
+# Schemes Beam cannot write to, or that name no folder (`file://` is turned into a path).
+_READ_ONLY_SCHEMES = ("http", "https", "ftp")
+
+
+def _checked_out(out: str) -> str:
+    """--out as a folder path (no trailing /); ValueError naming --out when it cannot be one."""
+    out = files.local_path(out).rstrip("/") or "/"
+    if "://" in out:
+        scheme = out.split("://", 1)[0].lower()
+        if scheme in _READ_ONLY_SCHEMES:
+            raise ValueError(
+                f"--out {out}: {scheme}:// is read-only; give a local folder or an object "
+                "store prefix (gs://bucket/path)"
+            )
+        try:
+            FileSystems.get_filesystem(out)
+        except ValueError:
+            raise ValueError(f"--out {out}: no file system for {scheme}:// here") from None
+        return out
+    if out.startswith("/vsi"):
+        raise ValueError(f"--out {out}: GDAL virtual paths are read-only here; use gs://...")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out} is an existing file; --out names a folder")
+    parent = next((a for a in [path, *path.absolute().parents] if a.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise ValueError(f"--out {out}: {parent} is not writable")
+    return out
+
+
+def _checked_stac(stac: str) -> str:
+    """--stac as a path or URL; ValueError naming --stac for a missing local catalog."""
+    stac = files.local_path(stac)
+    if files.is_remote(stac):
+        return stac  # opened (and its errors reported) by `check_catalog`
+    if Path(stac).is_dir():
+        raise ValueError(f"--stac {stac} is a folder; give its catalog.json")
+    if not Path(stac).is_file():
+        raise ValueError(f"--stac {stac}: no such catalog")
+    return stac
+
+
+def _fail(message: str) -> NoReturn:
+    """A request that cannot run: one line on stderr, exit code 2 (like argparse's errors)."""
+    print(f"earthembed embed: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _shown(bbox: Sequence[float]) -> str:
+    return ",".join(f"{v:.4f}" for v in bbox)
+
+
+def _date(ms: int) -> str:
+    return f"{_utc(ms):%Y-%m-%d}"
+
+
+def check_catalog(
+    catalog: Any,
+    geometry: shapely.Geometry,
+    t_start_ms: int,
+    t_end_ms: int,
+    sources: Sequence[str] | None,
+    *,
+    aoi_option: str,
+    period_option: str,
+) -> None:
+    """The request against the catalog's items; ValueError naming the option that is wrong.
+
+    Args:
+        catalog: a `stac.StacCatalog` (anything with `sources` and `item_refs`).
+        geometry: the AOI in lon/lat.
+        t_start_ms, t_end_ms: the period.
+        sources: --sources, or None for all in the catalog.
+        aoi_option, period_option: how the AOI and the period were given (for messages).
+
+    The AOI must touch an item of a requested source (a box whose lat/lon swap would touch
+    one is named as swapped), and unless every requested source is static (DEM), the period
+    must hold an item of a time-varying one inside the AOI.
+    """
+    available = tuple(catalog.sources)
+    if not available:
+        raise ValueError("--stac: the catalog has no items")
+    missing = [s for s in sources or () if s not in available]
+    if missing:
+        raise ValueError(
+            f"--sources {','.join(missing)}: not in the catalog (it has {','.join(available)})"
+        )
+    wanted = tuple(sources or available)
+    bbox = geometry.bounds
+    if not any(catalog.item_refs(s, bbox_lonlat=bbox) for s in wanted):
+        boxes = np.array(
+            [r.bbox for s in wanted for r in catalog.item_refs(s) if r.bbox is not None]
+        )
+        if not len(boxes):
+            return  # items without bboxes: nothing to check against
+        extent = (*boxes[:, :2].min(0), *boxes[:, 2:].max(0))
+        shown = _shown(extent)
+        swapped = (bbox[1], bbox[0], bbox[3], bbox[2])
+        if bbox_intersects(swapped, extent):
+            raise ValueError(
+                f"{aoi_option} does not touch the catalog (extent {shown}) but its lat/lon swap "
+                f"does: lon/lat order is lon,lat (x,y); did you mean "
+                f"--bbox {','.join(str(v) for v in swapped)}?"
+            )
+        bounds = "" if aoi_option.startswith("--bbox") else f" (bounds {_shown(bbox)})"
+        raise ValueError(
+            f"{aoi_option}{bounds} does not intersect the catalog's extent {shown} (lon/lat)"
+        )
+    varying = [s for s in wanted if not (s in sensors.SENSORS and sensors.get_sensor(s).is_static)]
+    if varying and not any(
+        catalog.item_refs(s, t_start_ms, t_end_ms, bbox_lonlat=bbox) for s in varying
+    ):
+        times = [r.time_ms for s in varying for r in catalog.item_refs(s, bbox_lonlat=bbox)]
+        span = f"; its items there span {_date(min(times))} to {_date(max(times))}" if times else ""
+        raise ValueError(
+            f"{period_option}: no item of {','.join(varying)} in the period "
+            f"{_date(t_start_ms)}/{_date(t_end_ms)} over the AOI{span}"
+        )
+
+
+def _open_and_check_catalog(args: argparse.Namespace) -> None:
+    """Open --stac and check the request against it (`check_catalog`); exit 2 if wrong."""
+    from beam_jobs.io import providers, stac
+
+    access = providers.Access(requester_pays=args.requester_pays, sign=not args.no_sign)
+    try:
+        if args.found_items is not None:  # --stac-api: what the search found
+            pairs = ((i.collection_id, i) for i in args.found_items)
+            catalog = stac.StacCatalog(
+                pairs, href=args.stac_api, provider=args.provider, access=access
+            )
+        else:
+            catalog = stac.StacCatalog.open(
+                args.stac,
+                provider=args.provider,
+                requester_pays=args.requester_pays,
+                sign=not args.no_sign,
+            )
+    except Exception as e:  # any reader failure means the catalog is unusable; say why
+        cause = f" ({type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ else ""
+        option = f"--stac-api {args.stac_api}" if args.stac_api else f"--stac {args.stac}"
+        _fail(f"{option}: cannot read the catalog: {type(e).__name__}: {e}{cause}")
+    aoi_option = f"--aoi {args.aoi}" if args.aoi else f"--bbox {args.bbox}"
+    period_option = f"--year {args.year}" if args.year is not None else f"--period {args.period}"
+    try:
+        check_catalog(
+            catalog,
+            args.geometry,
+            args.t_start_ms,
+            args.t_end_ms,
+            args.source_list,
+            aoi_option=aoi_option,
+            period_option=period_option,
+        )
+    except ValueError as e:
+        _fail(str(e))
 
 
 def _local_copy(path: str) -> str:
@@ -1084,15 +1322,15 @@ class RunPlan:
     beam_args: list[str]
 
 
-def plan_run(argv: Sequence[str] | None = None) -> RunPlan:
-    """Parse and check the options, load the model once, plan the tiles; create --out."""
+def check_request(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Parse the options and check them, and the request against the catalog, before any
+    expensive work; a wrong request exits 2 with one line naming the option."""
     args, beam_args = _parse_args(argv)
     runner.setup_logging(args.verbose)
-    out = args.out.rstrip("/")
-    found = None
+    args.found_items = None
     if args.stac_api:  # searched once, here, before the model loads
         try:
-            found = stac_search.search_items(
+            args.found_items = stac_search.search_items(
                 args.stac_api,
                 args.collection_list,
                 geometry=args.geometry,
@@ -1100,10 +1338,22 @@ def plan_run(argv: Sequence[str] | None = None) -> RunPlan:
                 end_ms=args.t_end_ms,
             )
         except stac_search.StacApiError as e:
-            raise SystemExit(f"earthembed embed: {e}") from None
+            _fail(str(e))
+    _open_and_check_catalog(args)
+    return args, beam_args
+
+
+def plan_run(
+    argv: Sequence[str] | None = None,
+    checked: tuple[argparse.Namespace, list[str]] | None = None,
+) -> RunPlan:
+    """Check the request (`check_request`, unless `checked` is its result), load the model
+    once, plan the tiles; create --out."""
+    args, beam_args = checked or check_request(argv)
+    out = args.out
+    found = args.found_items
+    if found is not None:
         catalog = posixpath.join(out, stac_search.SEARCH_ITEMS_FILE)
-    elif not FileSystems.exists(args.stac):
-        raise SystemExit(f"earthembed embed: --stac {args.stac}: no such catalog")
     else:
         catalog = args.stac
     dtype = "bfloat16" if args.bf16 else "float32"
@@ -1140,6 +1390,8 @@ def plan_run(argv: Sequence[str] | None = None) -> RunPlan:
         provider=args.provider,
         requester_pays=args.requester_pays,
         sign=not args.no_sign,
+        compute_dtype=dtype,
+        retry_failed=args.retry_failed,
     )
     _check_previous_run(out, spec.key, args.overwrite)
     if not files.is_remote(out):
@@ -1167,30 +1419,83 @@ def plan_run(argv: Sequence[str] | None = None) -> RunPlan:
     return RunPlan(tiles, spec, handler, run_info, beam_args)
 
 
+def _lock_out(args: argparse.Namespace, command: str) -> files.LockInfo:
+    """Take --out's lock (exit 2 if another run holds it); report a dead run it replaces."""
+    if not files.is_remote(args.out):
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    try:
+        me, stale = files.acquire_lock(
+            args.out, command=command, extra={"batch_size": args.batch_size}
+        )
+    except files.LockedError as e:
+        _fail(f"--out {e}")
+    if stale is not None:
+        log.warning(
+            "the previous %s into %s ended without finishing (killed? if it ran out of "
+            "memory with --batch-size %s, lower it); resuming from its completed tiles",
+            stale.describe(),
+            args.out,
+            stale.extra.get("batch_size", "?"),
+        )
+    for path in files.remove_temporaries(args.out, recursive=True):
+        log.info("removed %s, left by an interrupted run", path)
+    return me
+
+
+def _no_valid_pixels_reason(manifest: Mapping) -> str | None:
+    """Why a finished run holds no valid pixel (None when it holds some)."""
+    counts = manifest.get("counts", {})
+    if counts.get("pixels_valid", 0) > 0:
+        return None
+    failed = counts.get("chips_failed", 0)
+    if failed and not counts.get("chips_embedded", 0):
+        return f"all {failed} chips failed (reasons in {DEADLETTER_FILE})"
+    return (
+        f"{counts.get('chips_embedded', 0)} chips embedded, {failed} failed, and no pixel got "
+        "an embedding: no usable observation of the sources in the period over the AOI "
+        "(--sources, --year/--period, --aoi/--bbox)"
+    )
+
+
 def run(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `earthembed embed`."""
+    """Entry point of `earthembed embed`: 0 when done, 1 when it wrote no valid pixel."""
     started = time.time()
     if argv is None:
-        import sys
-
         argv = sys.argv[1:]
-    plan = plan_run(argv)
-    spec = plan.spec
-    log.info(
-        "embedding %d tiles of %d px (%s) with model %s (%s) into %s",
-        len(plan.tiles),
-        spec.tile_size,
-        spec.label,
-        spec.model_version,
-        spec.model_sha256[:12],
-        spec.out,
-    )
-    options = runner.pipeline_options(plan.beam_args)
-    pipeline = build_pipeline(
-        runner.create_pipeline(options), plan.tiles, spec, plan.handler, run_info=plan.run_info
-    )
-    result = pipeline.run()
-    result.wait_until_finish()
+    checked = check_request(argv)  # before the lock and the model: a wrong request exits 2
+    command = "earthembed embed " + shlex.join(list(argv))
+    out = checked[0].out
+    me = _lock_out(checked[0], command)
+    try:
+        plan = plan_run(argv, checked)
+        spec = plan.spec
+        log.info(
+            "embedding %d tiles of %d px (%s) with model %s (%s) into %s",
+            len(plan.tiles),
+            spec.tile_size,
+            spec.label,
+            spec.model_version,
+            spec.model_sha256[:12],
+            spec.out,
+        )
+        plan.run_info["run_id"] = me.run_id
+        options = runner.pipeline_options(plan.beam_args)
+        pipeline = build_pipeline(
+            runner.create_pipeline(options),
+            plan.tiles,
+            spec,
+            plan.handler,
+            run_info=plan.run_info,
+        )
+        with runner.fail_on_dead_worker(MEMORY_ADVICE, lambda: files.release_lock(out, me)):
+            try:
+                result = pipeline.run()
+                result.wait_until_finish()
+            except MemoryError:
+                log.error("the job ran out of memory (MemoryError); %s", MEMORY_ADVICE)
+                return 1
+    finally:
+        files.release_lock(out, me)
     counts = counters(result)
     elapsed = time.time() - started
     log.info(
@@ -1206,10 +1511,15 @@ def run(argv: Sequence[str] | None = None) -> int:
     )
     if counts.get("chips_failed", 0):
         log.warning(
-            "%d chips failed and are nodata; reasons in %s",
+            "%d chips failed and are nodata; reasons in %s; their tiles are re-embedded when "
+            "the same command is run again",
             counts["chips_failed"],
             posixpath.join(spec.out, DEADLETTER_FILE),
         )
+    reason = _no_valid_pixels_reason(_read_json(posixpath.join(spec.out, MANIFEST_FILE)))
+    if reason:
+        log.error("the run wrote no valid pixel: %s", reason)
+        return 1
     return 0
 
 

@@ -255,7 +255,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     started = time.time()
     p = build_parser()
-    args, beam_args = p.parse_known_args(argv)
+    args, beam_args = runner.parse_job_args(p, argv)
     runner.setup_logging(args.verbose)
     try:
         if args.year is not None:

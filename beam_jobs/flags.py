@@ -360,6 +360,13 @@ def embed_parser() -> argparse.ArgumentParser:
     _add_sources(p, default=None, what="to read (unset: all in the catalog)")
     _add_access(p)
     _add_overwrite(p, "reuse --out although it holds another run")
+    p.add_argument(
+        "--retry-failed",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on rerun, embed again the tiles whose chips failed (dead-lettered) in an earlier "
+        "run; --no-retry-failed keeps them as they are",
+    )
     _add_verbose(p)
     return p
 

@@ -9,8 +9,16 @@ offline, so it is never left to choose. Any other --runner (DataflowRunner) is u
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import datetime as dt
+import difflib
+import importlib
 import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -20,12 +28,71 @@ from beam_jobs.io import files
 
 LOCAL_RUNNERS = (None, "", "DirectRunner", "FnApiRunner", "SwitchingDirectRunner")
 
+log = logging.getLogger(__name__)
+
 
 def pipeline_options(beam_args: list[str] | None, **overrides) -> PipelineOptions:
     """Beam options from leftover command-line args; main-session pickling for local runs."""
     opts = PipelineOptions(beam_args or [], **overrides)
     opts.view_as(SetupOptions).save_main_session = False
     return opts
+
+
+# Runners whose options are declared in their own module (a PipelineOptions subclass is known
+# to Beam's parser only once imported): --runner name -> module.
+_RUNNER_OPTION_MODULES = {"DaskRunner": "apache_beam.runners.dask.dask_runner"}
+
+
+def _beam_option_parser(beam_args: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser Beam builds from every PipelineOptions subclass (the runner's included)."""
+    for name, module in _RUNNER_OPTION_MODULES.items():
+        if any(name in a for a in beam_args):
+            try:
+                importlib.import_module(module)
+            except ImportError:  # the runner is not installed: Beam says so when it starts
+                pass
+    captured: list[argparse.ArgumentParser] = []
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    # PipelineOptions() calls logging.basicConfig(), which would make setup_logging's a no-op
+    # (and the jobs' INFO lines vanish) when options are checked before logging is set up.
+    PipelineOptions([]).get_all_options(add_extra_args_fn=captured.append)
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    return captured[0]
+
+
+def unknown_args(beam_args: Sequence[str]) -> list[str]:
+    """The args that no Beam pipeline option takes (Beam would drop them with a warning)."""
+    _, unknown = _beam_option_parser(beam_args).parse_known_args(list(beam_args))
+    return unknown
+
+
+def parse_job_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, list[str]]:
+    """A job's options and the Beam options left over; an arg that neither takes is an error.
+
+    Beam itself only logs "Discarding unparseable args" and runs, so a mistyped option
+    (`--batchsize 2`) would silently run with the default: `parser.error` exits 2 instead,
+    naming the arg and the closest known option.
+    """
+    args, rest = parser.parse_known_args(argv)
+    unknown = unknown_args(rest)
+    if unknown:
+        known = [o for a in parser._actions for o in a.option_strings]
+        known += [o for a in _beam_option_parser(rest)._actions for o in a.option_strings]
+        hints = []
+        for arg in unknown:
+            if arg.startswith("-"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1)
+                if close:
+                    hints.append(f"{arg.split('=', 1)[0]}: did you mean {close[0]}?")
+        parser.error(
+            f"unrecognized arguments: {' '.join(unknown)} (neither an option of this command "
+            "nor a Beam pipeline option)" + ("; " + "; ".join(hints) if hints else "")
+        )
+    return args, rest
 
 
 def local_runner(options: PipelineOptions):
@@ -139,3 +206,46 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     the old file or the new one, never a part (`beam_jobs.io.files.atomic_target`)."""
     with files.atomic_target(path) as target, FileSystems.create(target) as f:
         f.write(data)
+
+
+# ---------------------------------------------------------------------------- dead workers
+
+# What the local job service's thread raises when a multi_processing worker exits; the
+# FnApiRunner itself then waits forever for the worker's results.
+_WORKER_EXITED = "Worker subprocess exited with return code"
+
+
+def killed_message(what: str, code: int | str, advice: str) -> str:
+    """One line saying a process died, why it most likely did and what to do next."""
+    code = str(code)
+    if code in ("137", "-9", str(-signal.SIGKILL)):
+        why = "killed (SIGKILL, exit 137): most likely the out-of-memory killer"
+    else:
+        why = f"exit code {code}"
+    return f"{what} died ({why}); {advice}"
+
+
+@contextlib.contextmanager
+def fail_on_dead_worker(advice: str, on_death: Callable[[], None] | None = None) -> Iterator[None]:
+    """While the block runs, a local worker process that dies ends the job with a message
+    (`killed_message`) and exit code 137 (or 1), after `on_death` (e.g. releasing a lock),
+    instead of the FnApiRunner's endless wait."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        text = str(args.exc_value)
+        if not (isinstance(args.exc_value, RuntimeError) and _WORKER_EXITED in text):
+            previous(args)
+            return
+        code = text.rsplit(" ", 1)[-1]
+        log.error(killed_message("a Beam worker process", code, advice))
+        if on_death is not None:
+            on_death()
+        logging.shutdown()
+        os._exit(137 if code in ("137", "-9") else 1)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous

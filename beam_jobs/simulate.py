@@ -83,7 +83,7 @@ EXTENSIONS = {
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """Job options and the leftover Beam options (Dataflow's --region among them)."""
-    return build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    return runner.parse_job_args(build_parser(), sys.argv[1:] if argv is None else argv)
 
 
 def region_from_args(args: argparse.Namespace) -> SimRegion:

@@ -281,10 +281,14 @@ def parse_bbox(text: str | Sequence[float]) -> tuple[float, float, float, float]
     minx, miny, maxx, maxy = vals
     if not all(math.isfinite(v) for v in vals):
         raise ValueError(f"bbox has a non-finite value: {vals}")
-    if not (
-        -180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90
-    ):
-        raise ValueError(f"bbox out of lon/lat range: {vals}")
+    if not _in_lonlat_range(minx, miny, maxx, maxy):
+        hint = ""
+        if _in_lonlat_range(miny, minx, maxy, maxx):
+            hint = (
+                f"; it looks like lat,lon: the order is lon,lat (minx,miny,maxx,maxy), "
+                f"i.e. {miny},{minx},{maxy},{maxx}"
+            )
+        raise ValueError(f"bbox out of lon/lat range (lon -180..180, lat -90..90): {vals}{hint}")
     if minx >= maxx:
         raise ValueError(
             f"bbox minx >= maxx ({minx} >= {maxx}): empty, or crossing the antimeridian, which is not supported"
@@ -300,22 +304,64 @@ def bbox_intersects(a: Sequence[float], b: Sequence[float]) -> bool:
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
+def _in_lonlat_range(minx: float, miny: float, maxx: float, maxy: float) -> bool:
+    return -180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90
+
+
+AREA_TYPES = ("Polygon", "MultiPolygon")
+
+
+def _geojson_geometry(geometry: object, name: str, where: str) -> shapely.Geometry:
+    """One GeoJSON geometry object -> shapely; ValueError naming the file and the part."""
+    if not isinstance(geometry, Mapping):
+        raise ValueError(f"{name}: {where} has no geometry object (got {type(geometry).__name__})")
+    kind = geometry.get("type")
+    if kind not in AREA_TYPES:
+        raise ValueError(f"{name}: AOI must be a Polygon or MultiPolygon; {where} is a {kind}")
+    try:
+        geom = shapely.geometry.shape(geometry)
+    except Exception as e:  # shapely's errors on malformed coordinates vary by version
+        raise ValueError(
+            f"{name}: {where} is not a valid {kind}: {type(e).__name__}: {e}"
+        ) from None
+    if geom.is_empty:
+        raise ValueError(f"{name}: {where} is an empty {kind}")
+    if not geom.is_valid:
+        raise ValueError(
+            f"{name}: {where} is an invalid {kind} ({shapely.is_valid_reason(geom)}); "
+            "fix its rings (no self-intersections), e.g. with shapely.make_valid"
+        )
+    return geom
+
+
 def aoi_from_geojson(doc: object, name: str = "AOI") -> shapely.Geometry:
-    """A parsed GeoJSON document (Feature, FeatureCollection or geometry; EPSG:4326) -> one
-    geometry; `name` (the file it came from) is named in errors."""
+    """A parsed GeoJSON document (Feature, FeatureCollection or Polygon/MultiPolygon geometry;
+    EPSG:4326) -> one geometry; ValueError naming `name` (the file) and what is wrong."""
     if not isinstance(doc, Mapping):
-        raise ValueError(f"{name} is not a GeoJSON object")
-    if doc.get("type") == "FeatureCollection":
-        geoms = [shapely.geometry.shape(f["geometry"]) for f in doc.get("features", [])]
-    elif doc.get("type") == "Feature":
-        geoms = [shapely.geometry.shape(doc["geometry"])]
+        raise ValueError(f"{name} is not a GeoJSON object (got a JSON {type(doc).__name__})")
+    kind = doc.get("type")
+    if kind == "FeatureCollection":
+        features = doc.get("features")
+        if not isinstance(features, list):
+            raise ValueError(f"{name}: a FeatureCollection needs a 'features' list")
+        geoms = [
+            _geojson_geometry(
+                f.get("geometry") if isinstance(f, Mapping) else None, name, f"feature {k}"
+            )
+            for k, f in enumerate(features)
+        ]
+    elif kind == "Feature":
+        geoms = [_geojson_geometry(doc.get("geometry"), name, "the Feature")]
     else:
-        geoms = [shapely.geometry.shape(doc)]
+        geoms = [_geojson_geometry(doc, name, "the geometry")]
     if not geoms:
         raise ValueError(f"AOI file {name} has no geometry")
     geom = shapely.union_all(geoms)
     minx, miny, maxx, maxy = geom.bounds
-    parse_bbox((minx, miny, maxx, maxy))
+    try:
+        parse_bbox((minx, miny, maxx, maxy))
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
     return geom
 
 

@@ -9,7 +9,9 @@ simulate's observation and label COGs, and the embedding COG and quality sidecar
 
 Overviews are either GDAL's (`resampling` over the stored values) or given by the caller
 (`overview_levels`, e.g. the embeddings' renormalized means): then the pyramid is written level
-by level into plain GTiffs in a scratch folder beside `path`, tied together by a VRT whose bands
+by level into plain GTiffs in a scratch folder named after the temporary
+(`files.scratch_dir`: `{path}.tmp-<uuid>.d/`, so a rerun deletes it with the temporary after a
+kill), tied together by a VRT whose bands
 list them as overviews, and copied by the COG driver with OVERVIEWS=FORCE_USE_EXISTING, so the
 overview pixels are exactly the given ones. `validate_cog` wraps rio-cogeo's validator.
 """
@@ -17,7 +19,6 @@ overview pixels are exactly the given ones. `validate_cog` wraps rio-cogeo's val
 from __future__ import annotations
 
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -176,10 +177,7 @@ def _write_with_levels(
             )
     wkt = crs.to_wkt()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryDirectory(dir=Path(path).parent, prefix=".cog-levels-") as work,
-        files.atomic_target(path) as tmp,
-    ):
+    with files.atomic_target(path) as tmp, files.scratch_dir(tmp) as work:
         paths = []
         for k, level in enumerate([data, *levels]):
             paths.append(os.path.join(work, f"level{k}.tif"))

@@ -373,11 +373,12 @@ def _read_source(src: _Source, r0: int, r1: int, c0: int, c1: int) -> np.ndarray
 
 
 def _embedding_files(folder: str) -> list[str]:
-    """COGs under a folder, leaving out sidecars, temporary files and hidden scratch folders."""
+    """COGs under a folder, leaving out sidecars, temporaries (and their scratch folders) and
+    hidden folders."""
     out = []
     for p in sorted(Path(folder).rglob("*")):
         parts = p.relative_to(folder).parts
-        if not p.is_file() or files.is_temporary(p.name) or any(x.startswith(".") for x in parts):
+        if not p.is_file() or any(x.startswith(".") or files.is_temporary(x) for x in parts):
             continue
         if p.suffix.lower() in (".tif", ".tiff") and not p.stem.endswith("_quality"):
             out.append(str(p))

@@ -116,6 +116,7 @@ BAD = {
     "formats": ["tiff", "cog,tiff", "cog,"],
     "verbose": ["yes", "True", "1", ""],
     "overwrite": ["yes", "True", ""],
+    "retry_failed": ["no", "False", ""],
     "bf16": ["yes", "1"],
     "share_model": ["yes", "1", ""],
     "provider": ["earth-search", "PC", "planetary-computer,cdse", ""],

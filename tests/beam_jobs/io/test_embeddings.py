@@ -353,6 +353,8 @@ def test_open_stac_catalog_and_directory_mosaic(tmp_path):
     (out / "2023" / ".cog-levels-x").mkdir()
     (out / "2023" / ".cog-levels-x" / "level0.tif").write_bytes(b"partial")
     (out / "2023" / "t.tif.tmp-0123").write_bytes(b"partial")
+    (out / "2023" / "t.tif.tmp-0123.d").mkdir()  # the COG writer's scratch (files.scratch_dir)
+    (out / "2023" / "t.tif.tmp-0123.d" / "level0.tif").write_bytes(b"partial")
     for source in (catalog, str(out)):  # the catalog, and the folder (sidecar skipped)
         field = W.open_embeddings(source)
         assert field.transform == TRANSFORM and field.values.shape == (80, 70, 64)

@@ -14,7 +14,6 @@ from pathlib import Path
 import apache_beam as beam
 import pytest
 
-from beam_jobs import build_training_data as btd
 from beam_jobs import embed, inference, runner, simulate
 
 distributed = pytest.importorskip("dask.distributed")
@@ -121,13 +120,3 @@ def test_embed_on_dask_equals_fnapi(dask_address, catalog, tmp_path, shipped_bun
     fn = _digests(tmp_path / "fn", (".tif", ".parquet"))
     assert len(fn) == 2 * 3  # two tiles: COG, quality sidecar, GeoParquet
     assert _digests(tmp_path / "dask", (".tif", ".parquet")) == fn
-
-
-def test_build_training_data_on_dask_equals_fnapi(dask_address, catalog, tmp_path):
-    args = ["--stac", str(catalog), "--years", "2023", "--num-samples", "8"]
-    args += ["--patch-size", "16", "--max-frames", "6", "--eval-fraction", "0.25"]
-    assert btd.run([*args, "--out", str(tmp_path / "fn")]) == 0
-    assert btd.run([*args, "--out", str(tmp_path / "dask"), *_dask(dask_address)]) == 0
-    fn = _digests(tmp_path / "fn", (".gz", "stats.json"))
-    assert len(fn) >= 3  # train and eval shards, stats
-    assert _digests(tmp_path / "dask", (".gz", "stats.json")) == fn

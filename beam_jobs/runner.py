@@ -27,6 +27,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from beam_jobs.io import files
 
 LOCAL_RUNNERS = (None, "", "DirectRunner", "FnApiRunner", "SwitchingDirectRunner")
+# Runners Beam knows only by their module path, by the short name users type. The Dask runner
+# (ours: Beam's with tagged outputs and every branch computed, beam_jobs/dask_engine.py)
+# (`--runner DaskRunner --dask_client_address tcp://HOST:8786`) runs a job on a dask.distributed
+# cluster: HPC (dask-jobqueue), Kubernetes (dask-kubernetes) or one machine, without Google Cloud.
+RUNNER_ALIASES = {"DaskRunner": "beam_jobs.dask_engine.DaskRunner"}
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,8 @@ def pipeline_options(beam_args: list[str] | None, **overrides) -> PipelineOption
     """Beam options from leftover command-line args; main-session pickling for local runs."""
     opts = PipelineOptions(beam_args or [], **overrides)
     opts.view_as(SetupOptions).save_main_session = False
+    standard = opts.view_as(StandardOptions)
+    standard.runner = RUNNER_ALIASES.get(standard.runner, standard.runner)
     return opts
 
 

@@ -1498,17 +1498,20 @@ def run(argv: Sequence[str] | None = None) -> int:
         files.release_lock(out, me)
     counts = counters(result)
     elapsed = time.time() - started
-    log.info(
-        "done in %.1f s: %d tiles written, %d skipped; %d chips embedded, %d failed; "
-        "%d valid px (%.0f px/s)",
-        elapsed,
-        counts.get("tiles_written", 0),
-        counts.get("tiles_skipped", 0),
-        counts.get("chips", 0),
-        counts.get("chips_failed", 0),
-        counts.get("pixels", 0),
-        counts.get("pixels", 0) / elapsed if elapsed else math.nan,
-    )
+    if not counts:  # Beam's Dask runner reports no metrics
+        log.info("done in %.1f s (this runner reports no counters: see %s)", elapsed, out)
+    else:
+        log.info(
+            "done in %.1f s: %d tiles written, %d skipped; %d chips embedded, %d failed; "
+            "%d valid px (%.0f px/s)",
+            elapsed,
+            counts.get("tiles_written", 0),
+            counts.get("tiles_skipped", 0),
+            counts.get("chips", 0),
+            counts.get("chips_failed", 0),
+            counts.get("pixels", 0),
+            counts.get("pixels", 0) / elapsed if elapsed else math.nan,
+        )
     if counts.get("chips_failed", 0):
         log.warning(
             "%d chips failed and are nodata; reasons in %s; their tiles are re-embedded when "

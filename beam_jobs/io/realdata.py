@@ -73,7 +73,7 @@ _PIXEL_TOLERANCE = 0.01  # relative: eo-learn sizes pixels as bbox / shape, abou
 # ---------------------------------------------------------------------------------- worldcereal
 
 
-def _wc_raw(ds: xr.Dataset, name: str) -> np.ndarray:
+def wc_raw(ds: xr.Dataset, name: str) -> np.ndarray:
     """A variable's stored values as uint16 (the file's int16 carries `_Unsigned`)."""
     if name not in ds:
         raise KeyError(f"worldcereal file has no variable {name!r}; it has {sorted(ds.data_vars)}")
@@ -85,7 +85,7 @@ def _wc_raw(ds: xr.Dataset, name: str) -> np.ndarray:
     return a
 
 
-def _wc_window(ds: xr.Dataset) -> GridWindow:
+def wc_window(ds: xr.Dataset) -> GridWindow:
     """The file's grid, checked against WORLDCEREAL_WINDOW's pixel centres."""
     w = WORLDCEREAL_WINDOW
     x, y = w.pixel_centers()
@@ -111,7 +111,7 @@ def read_worldcereal(path: str | Path) -> Observations:
         is NaN (composites carry none).
     """
     with xr.open_dataset(path, engine="h5netcdf") as ds:
-        window = _wc_window(ds)
+        window = wc_window(ds)
         times = (ds["t"].values.astype("datetime64[ms]").astype(np.int64)).astype(np.int64)
         t = len(times)
         h, w = window.shape
@@ -121,7 +121,7 @@ def read_worldcereal(path: str | Path) -> Observations:
         values = np.full((t, h, w, len(s2.bands)), np.nan, dtype=np.float32)
         valid = np.ones((t, h, w), dtype=bool)
         for band in _WC_S2_BANDS:
-            raw = _wc_raw(ds, f"S2-L2A-{band}")
+            raw = wc_raw(ds, f"S2-L2A-{band}")
             missing = raw == _WC_NODATA
             values[..., s2.band_index(band)] = np.where(missing, np.nan, raw / 10000.0)
             valid &= ~missing
@@ -131,7 +131,7 @@ def read_worldcereal(path: str | Path) -> Observations:
         values = np.full((t, h, w, len(s1.bands)), np.nan, dtype=np.float32)
         valid = np.ones((t, h, w), dtype=bool)
         for band in ("VV", "VH"):
-            raw = _wc_raw(ds, f"S1-SIGMA0-{band}")
+            raw = wc_raw(ds, f"S1-SIGMA0-{band}")
             # DN 0 would be -inf dB: no data as much as 65535 is.
             missing = (raw == _WC_NODATA) | (raw == 0)
             with np.errstate(divide="ignore"):
@@ -141,7 +141,7 @@ def read_worldcereal(path: str | Path) -> Observations:
         frames[s1.id] = SourceFrames(s1.id, values, valid, times)
 
         era5 = sensors.get_sensor("era5_land")
-        tmean, precip = _wc_raw(ds, "AGERA5-TMEAN"), _wc_raw(ds, "AGERA5-PRECIP")
+        tmean, precip = wc_raw(ds, "AGERA5-TMEAN"), wc_raw(ds, "AGERA5-PRECIP")
         days = np.asarray(
             [calendar.monthrange(*_year_month(ms))[1] for ms in times], dtype=np.float64
         )
@@ -156,7 +156,7 @@ def read_worldcereal(path: str | Path) -> Observations:
         frames[era5.id] = SourceFrames(era5.id, values, valid, times)
 
         dem = sensors.get_sensor("cop_dem")
-        elev, slope = _wc_raw(ds, "elevation")[0], _wc_raw(ds, "slope")[0]
+        elev, slope = wc_raw(ds, "elevation")[0], wc_raw(ds, "slope")[0]
         values = np.full((1, h, w, len(dem.bands)), np.nan, dtype=np.float32)
         values[0, ..., dem.band_index("elevation")] = np.where(elev == _WC_NODATA, np.nan, elev)
         values[0, ..., dem.band_index("slope")] = np.where(slope == _WC_NODATA, np.nan, slope)

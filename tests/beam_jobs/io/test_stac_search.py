@@ -328,8 +328,10 @@ def test_embed_refusal_is_one_line_before_the_model(api, tmp_path, monkeypatch, 
     argv = _embed_argv(tmp_path / "o", "m", "--stac-api", api.url, "--collections", "cop_dem")
     with pytest.raises(SystemExit) as err:
         embed.run(argv)
-    assert str(err.value).startswith(f"earthembed embed: --stac-api {api.url}: search of 'cop_dem'")
-    assert "HTTP 400" in str(err.value)
+    assert err.value.code == 2  # a wrong request: one line on stderr, exit 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"earthembed embed: error: --stac-api {api.url}: search of 'cop_dem'")
+    assert "HTTP 400" in line and "\n" not in line
     with pytest.raises(SystemExit):
         embed.run(_embed_argv(tmp_path / "o", "m", "--stac-api", api.url))  # no --collections
     assert "needs --collections" in capsys.readouterr().err

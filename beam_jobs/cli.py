@@ -54,6 +54,11 @@ JOBS: dict[str, Command] = {
         "beam_jobs.flags:embed_points_parser",
         "point observation table -> GeoParquet embeddings",
     ),
+    "sample": Command(
+        "beam_jobs.sample",
+        "beam_jobs.flags:sample_parser",
+        "embeddings at points (GeoParquet or CSV) -> GeoParquet",
+    ),
     "cloud": Command(
         "beam_jobs.cloud",
         "beam_jobs.flags:cloud_parser",

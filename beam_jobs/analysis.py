@@ -289,6 +289,7 @@ def write_map(
     band_names: Sequence[str] | None = None,
     resampling: str = "average",
     colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+    scales: Sequence[float] | None = None,
 ) -> str:
     """A (C, H, W) or (H, W) result on a tile's grid as a COG (`cog.write_cog`), atomically."""
     from beam_jobs.embed import local_target
@@ -305,6 +306,7 @@ def write_map(
             resampling=resampling,
             compress="DEFLATE",
             colormap=colormap,
+            scales=scales,
         )
     return path
 
@@ -350,7 +352,7 @@ def preview_step(tiles: Sequence[EmbeddingTile], max_side: int = PNG_MAX_SIDE) -
 
 def preview(tile: EmbeddingTile, array: np.ndarray, step: int) -> Preview:
     """Every `step`-th pixel of a tile's (C, H, W) or (H, W) result."""
-    t = tile.affine * Affine.scale(step)
+    t = tile.affine @ Affine.scale(step)
     return Preview(tile.crs_wkt, tuple(t)[:6], np.asarray(array)[..., ::step, ::step])
 
 

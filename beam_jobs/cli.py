@@ -59,6 +59,11 @@ JOBS: dict[str, Command] = {
         "beam_jobs.flags:sample_parser",
         "embeddings at points (GeoParquet or CSV) -> GeoParquet",
     ),
+    "similarity": Command(
+        "beam_jobs.similarity",
+        "beam_jobs.flags:similarity_parser",
+        "query points -> similarity COG per tile, top-k GeoParquet, PNG",
+    ),
     "cloud": Command(
         "beam_jobs.cloud",
         "beam_jobs.flags:cloud_parser",

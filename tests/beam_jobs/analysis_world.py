@@ -182,3 +182,36 @@ def crop_label(path: Path) -> np.ndarray:
         lc, t = src.read(1), src.transform
     r0, c0 = round((t.f - Y1) / 10), round((X0 - t.c) / 10)
     return lc[r0 : r0 + SIDE, c0 : c0 + SIDE]
+
+
+def mosaic_maps(folder: Path, suffix: str, band: int = 1) -> np.ndarray:
+    """The `{tile}_{suffix}.tif` maps of a job's output folder on the embedded grid; each
+    passes rio-cogeo's validator. Tiles are placed by their geotransform, whatever their name."""
+    import rasterio
+
+    from beam_jobs.io.cog import validate_cog
+
+    paths = sorted(folder.glob(f"*_{suffix}.tif"))
+    assert len(paths) == 4, paths
+    out = None
+    for path in paths:
+        ok, errors, warnings = validate_cog(path)
+        assert ok and not errors and not warnings, (path, errors, warnings)
+        with rasterio.open(path) as src:
+            data, t = src.read(band), src.transform
+            if out is None:
+                fill = np.nan if data.dtype.kind == "f" else 0
+                out = np.full((SIDE, SIDE), fill, data.dtype)
+        r, c = round((Y1 - t.f) / 10), round((t.c - X0) / 10)
+        out[r : r + data.shape[0], c : c + data.shape[1]] = data
+    return out
+
+
+def lonlat_of(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel centres of the embedded grid as lon, lat."""
+    from schemas.grid import utm_to_lonlat
+
+    x = X0 + (np.asarray(cols) + 0.5) * 10
+    y = Y1 - (np.asarray(rows) + 0.5) * 10
+    lon, lat = utm_to_lonlat(x, y, EPSG)
+    return np.asarray(lon), np.asarray(lat)

@@ -64,6 +64,11 @@ JOBS: dict[str, Command] = {
         "beam_jobs.flags:similarity_parser",
         "query points -> similarity COG per tile, top-k GeoParquet, PNG",
     ),
+    "change": Command(
+        "beam_jobs.change",
+        "beam_jobs.flags:change_parser",
+        "two periods -> dot-product COG, change mask and polygons, PNG",
+    ),
     "cloud": Command(
         "beam_jobs.cloud",
         "beam_jobs.flags:cloud_parser",

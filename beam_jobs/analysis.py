@@ -94,6 +94,37 @@ def list_tiles(
         raise ValueError(f"--embeddings {embeddings}: {e}") from None
 
 
+def parse_bbox(text: str | None) -> list[float] | None:
+    """'minx,miny,maxx,maxy' (lon/lat) -> four floats, or None."""
+    if not text:
+        return None
+    try:
+        bbox = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        bbox = []
+    if len(bbox) != 4 or bbox[0] >= bbox[2] or bbox[1] >= bbox[3]:
+        raise ValueError(f"--bbox must be minx,miny,maxx,maxy in degrees; got {text!r}")
+    return bbox
+
+
+def tiles_from_args(args, period: str | None = ...) -> list[EmbeddingTile]:
+    """The tiles a job's `--embeddings`, `--period` (or `period`), `--bbox` name, checked
+    against `--min-confidence`."""
+    if period is ...:
+        period = parse_period(args.period) if args.period else None
+    tiles = list_tiles(args.embeddings, period, parse_bbox(args.bbox))
+    check_confidence(tiles, args.min_confidence)
+    return tiles
+
+
+def run_pipeline(beam_args: Sequence[str], build, *args, **kwargs) -> None:
+    """Build a job's pipeline on local or requested runner options, run it, wait."""
+    from beam_jobs import runner
+
+    pipeline = build(runner.create_pipeline(runner.pipeline_options(beam_args)), *args, **kwargs)
+    pipeline.run().wait_until_finish()
+
+
 def check_confidence(tiles: Sequence[EmbeddingTile], min_confidence: float | None) -> None:
     """Fail before any work when `--min-confidence` is given and a tile has no sidecar."""
     if min_confidence is None:
@@ -447,7 +478,9 @@ def render_png(
     ax.ticklabel_format(useOffset=False, style="plain")
     ax.tick_params(labelsize=7)
     fig.tight_layout()
-    with files.atomic_target(path) as tmp:
-        fig.savefig(tmp, format="png")
+    from beam_jobs.embed import local_target
+
+    with local_target(path) as local, files.atomic_target(local) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
     plt.close(fig)
     return path

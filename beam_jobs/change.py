@@ -307,10 +307,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--threshold must be in [-1, 1]; got {args.threshold}")
         if args.min_area_ha < 0:
             raise ValueError(f"--min-area-ha must be >= 0; got {args.min_area_ha}")
-        bbox = [float(v) for v in args.bbox.split(",")] if args.bbox else None
-        first = analysis.list_tiles(args.embeddings, p1, bbox)
-        second = analysis.list_tiles(args.embeddings, p2, bbox)
-        analysis.check_confidence([*first, *second], args.min_confidence)
+        first = analysis.tiles_from_args(args, p1)
+        second = analysis.tiles_from_args(args, p2)
         pairs, unpaired = pair_tiles(first, second)
         if not pairs:
             raise ValueError(f"no tile of {p1} lies on the grid of a tile of {p2}")
@@ -319,10 +317,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     if unpaired:
         log.warning("%d tile(s) have no partner in the other period and are left out", unpaired)
     log.info("change %s -> %s over %d tile pairs", p1, p2, len(pairs))
-    pipeline = build_pipeline(
-        runner.create_pipeline(runner.pipeline_options(beam_args)), pairs, args.out,
-        threshold=args.threshold, min_area_ha=args.min_area_ha, block=args.block,
-        min_confidence=args.min_confidence,
+    analysis.run_pipeline(
+        beam_args, build_pipeline, pairs, args.out, threshold=args.threshold,
+        min_area_ha=args.min_area_ha, block=args.block, min_confidence=args.min_confidence,
     )  # fmt: skip
-    pipeline.run().wait_until_finish()
     return 0

@@ -69,6 +69,21 @@ JOBS: dict[str, Command] = {
         "beam_jobs.flags:change_parser",
         "two periods -> dot-product COG, change mask and polygons, PNG",
     ),
+    "cluster": Command(
+        "beam_jobs.cluster",
+        "beam_jobs.flags:cluster_parser",
+        "k-means on a uniform pixel sample -> class COG per tile, PNG",
+    ),
+    "classify": Command(
+        "beam_jobs.classify",
+        "beam_jobs.flags:classify_parser",
+        "labelled points -> class or value COG per tile, report.json, PNG",
+    ),
+    "quicklook": Command(
+        "beam_jobs.quicklook",
+        "beam_jobs.flags:quicklook_parser",
+        "three bands or PCA -> RGB PNG and RGB COG",
+    ),
     "cloud": Command(
         "beam_jobs.cloud",
         "beam_jobs.flags:cloud_parser",

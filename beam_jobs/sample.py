@@ -258,21 +258,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     args, beam_args = p.parse_known_args(argv)
     runner.setup_logging(args.verbose)
     try:
-        period = analysis.parse_period(args.period) if args.period else None
-        bbox = [float(v) for v in args.bbox.split(",")] if args.bbox else None
-        tiles = analysis.list_tiles(args.embeddings, period, bbox)
-        analysis.check_confidence(tiles, args.min_confidence)
+        tiles = analysis.tiles_from_args(args)
         points = read_point_locations(args.points)
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
     log.info("sampling %d points from %d tiles", len(points), len(tiles))
-    pipeline = build_pipeline(
-        runner.create_pipeline(runner.pipeline_options(beam_args)),
-        tiles,
-        points,
-        args.out,
-        id_column=args.id_column,
+    analysis.run_pipeline(
+        beam_args, build_pipeline, tiles, points, args.out, id_column=args.id_column,
         min_confidence=args.min_confidence,
-    )
-    pipeline.run().wait_until_finish()
+    )  # fmt: skip
     return 0

@@ -253,10 +253,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         if args.k < 1:
             raise ValueError(f"--k must be >= 1; got {args.k}")
-        period = analysis.parse_period(args.period)
-        bbox = [float(v) for v in args.bbox.split(",")] if args.bbox else None
-        tiles = analysis.list_tiles(args.embeddings, period, bbox)
-        analysis.check_confidence(tiles, args.min_confidence)
+        tiles = analysis.tiles_from_args(args)
         if args.query_file:
             q = read_point_locations(args.query_file)
             lon, lat = q["lon"].to_numpy(), q["lat"].to_numpy()
@@ -265,9 +262,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
     log.info("similarity to %d query point(s) over %d tiles", len(lon), len(tiles))
-    pipeline = build_pipeline(
-        runner.create_pipeline(runner.pipeline_options(beam_args)), tiles, lon, lat, args.out,
-        k=args.k, dtype=args.dtype, block=args.block, min_confidence=args.min_confidence,
+    analysis.run_pipeline(
+        beam_args, build_pipeline, tiles, lon, lat, args.out, k=args.k, dtype=args.dtype,
+        block=args.block, min_confidence=args.min_confidence,
     )  # fmt: skip
-    pipeline.run().wait_until_finish()
     return 0

@@ -38,3 +38,18 @@ def world(tmp_path_factory, shipped_bundle) -> World:
         points=pts,
         transform=(10.0, 0.0, X0, 0.0, -10.0, Y1),
     )
+
+
+@pytest.fixture(scope="session")
+def designed(world) -> np.ndarray:
+    """evaluation's `designed` baseline features of every pixel of the embedded grid, 2023
+    ((SIDE * SIDE, F), row-major), from the simulated observations."""
+    from beam_jobs.io.stac import StacCatalog, read_observations
+    from beam_jobs.runner import year_bounds_ms
+    from evaluation.baselines import designed_features
+    from schemas.grid import GridWindow
+
+    window = GridWindow(32631, X0, Y1, SIDE, SIDE)
+    catalog = StacCatalog.open(str(world.sim / "catalog.json"))
+    obs = read_observations(catalog, window, *year_bounds_ms(2023))
+    return designed_features(obs)

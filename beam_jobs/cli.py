@@ -72,6 +72,36 @@ JOBS: dict[str, Command] = {
     ),
     "index": Command("beam_jobs.index", "beam_jobs.flags:index_parser", "tiles -> ANN index"),
     "search": Command("beam_jobs.search", "beam_jobs.flags:search_parser", "ANN index top-k"),
+    "sample": Command(
+        "beam_jobs.sample",
+        "beam_jobs.flags:sample_parser",
+        "embeddings at points (GeoParquet or CSV) -> GeoParquet",
+    ),
+    "similarity": Command(
+        "beam_jobs.similarity",
+        "beam_jobs.flags:similarity_parser",
+        "query points -> similarity COG per tile, top-k GeoParquet, PNG",
+    ),
+    "change": Command(
+        "beam_jobs.change",
+        "beam_jobs.flags:change_parser",
+        "two periods -> dot-product COG, change mask and polygons, PNG",
+    ),
+    "cluster": Command(
+        "beam_jobs.cluster",
+        "beam_jobs.flags:cluster_parser",
+        "k-means on a uniform pixel sample -> class COG per tile, PNG",
+    ),
+    "classify": Command(
+        "beam_jobs.classify",
+        "beam_jobs.flags:classify_parser",
+        "labelled points -> class or value COG per tile, report.json, PNG",
+    ),
+    "quicklook": Command(
+        "beam_jobs.quicklook",
+        "beam_jobs.flags:quicklook_parser",
+        "three bands or PCA -> RGB PNG and RGB COG",
+    ),
     "cloud": Command(
         "beam_jobs.cloud",
         "beam_jobs.flags:cloud_parser",

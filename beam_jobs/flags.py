@@ -20,6 +20,10 @@ parser. An option name means one thing in every job; the shared `_add_*` helpers
     --tile-size     side of the square files written, px    (simulate, embed)
     --provider, --requester-pays, --no-sign: decoding and access of real catalogs
                                                             (build-training-data, embed)
+    --embeddings    embedding tiles: folder, COG or STAC    (the analysis jobs)
+    --period        in the analysis jobs also a period label (2023, 20230401_20240401): the
+                    folder `embed` wrote; START/END ISO dates are converted to it
+    --min-confidence  mask pixels below this sidecar confidence (the analysis jobs)
 
 Beam's own options (--runner, --direct_num_workers, ...) are not listed: every job passes what
 its parser does not know on to Beam.
@@ -79,6 +83,16 @@ PROVIDER_NAMES = (
     "cdse",
     "usgs-landsatlook",
 )
+# analysis jobs (sample, similarity, change, cluster, classify, quicklook)
+DEFAULT_BLOCK = 512  # beam_jobs.analysis.DEFAULT_BLOCK
+DEFAULT_TOPK = 100
+DEFAULT_MIN_AREA_HA = 2.0
+DEFAULT_CLUSTERS = 5
+DEFAULT_SAMPLE_SIZE = 5000
+DEFAULT_CV_BLOCK_M = 1000.0
+DEFAULT_CV_FOLDS = 5
+CLASSIFY_METHODS = ("knn", "logistic", "forest")
+DEFAULT_QUICKLOOK_BANDS = "A01,A16,A09"
 
 # cloud
 TEMPLATE_JOBS = ("simulate", "build_training_data", "embed", "embed_points")
@@ -225,6 +239,48 @@ def _add_overwrite(p, what: str) -> None:
 
 def _add_verbose(p) -> None:
     p.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+def _add_embeddings(p) -> None:
+    p.add_argument(
+        "--embeddings",
+        required=True,
+        help="embedding tiles: a folder (PERIOD/ZONE/*.tif, ours or AEF's *.tiff), one COG or "
+        "a STAC catalog JSON",
+    )
+
+
+def _add_analysis_period(where, *, required: bool = True, what: str = "") -> None:
+    where.add_argument(
+        "--period",
+        required=required,
+        help="period: a year (2023), a label (20230401_20240401) or START/END ISO dates" + what,
+    )
+
+
+def _add_analysis_common(p) -> None:
+    """--bbox, --min-confidence, --block and --verbose of every analysis job."""
+    _add_bbox(p, " (unset: every tile)")
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        help="mask pixels whose quality-sidecar confidence is below this, 0-1 (unset: none; "
+        "AEF tiles have no sidecar)",
+    )
+    p.add_argument(
+        "--block", type=int, default=DEFAULT_BLOCK, help="window side read at a time, px"
+    )
+    _add_verbose(p)
+
+
+def _add_sample_size(p, what: str) -> None:
+    p.add_argument(
+        "--sample-size",
+        type=int,
+        default=DEFAULT_SAMPLE_SIZE,
+        help=f"pixels sampled uniformly over all tiles {what}",
+    )
 
 
 # ---------------------------------------------------------------------------------- parsers
@@ -386,6 +442,131 @@ def embed_points_parser() -> argparse.ArgumentParser:
     return p
 
 
+def sample_parser() -> argparse.ArgumentParser:
+    """`earthembed sample` (Beam options are passed through)."""
+    p = _parser("sample", "embeddings at points (GeoParquet or CSV) -> GeoParquet")
+    _add_embeddings(p)
+    p.add_argument(
+        "--points",
+        required=True,
+        help="points: GeoParquet (point geometry) or Parquet/CSV with lon, lat columns",
+    )
+    _add_analysis_period(p, required=False, what=" (unset: every period, a row per period)")
+    p.add_argument("--id-column", default=None, help="column of point ids (unset: point_id if any)")
+    _add_out(p, "output GeoParquet file")
+    _add_analysis_common(p)
+    return p
+
+
+def similarity_parser() -> argparse.ArgumentParser:
+    """`earthembed similarity` (Beam options are passed through)."""
+    p = _parser("similarity", "query points -> similarity COG per tile, top-k GeoParquet, PNG")
+    _add_embeddings(p)
+    _add_analysis_period(p)
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument(
+        "--query", nargs="+", action="extend", metavar="LON,LAT", help="query points (lon,lat)"
+    )
+    q.add_argument("--query-file", help="query points: GeoParquet or Parquet/CSV with lon, lat")
+    _add_out(p, "output folder")
+    p.add_argument("--k", type=int, default=DEFAULT_TOPK, help="most similar pixels listed")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "int16"),
+        default="float32",
+        help="similarity COG values: float32, or int16 scaled by 1/10000 (nodata -32768)",
+    )
+    _add_analysis_common(p)
+    return p
+
+
+def change_parser() -> argparse.ArgumentParser:
+    """`earthembed change` (Beam options are passed through)."""
+    p = _parser("change", "two periods -> dot-product COG, change mask and polygons, PNG")
+    _add_embeddings(p)
+    p.add_argument("--periods", required=True, help="P1,P2: the periods compared (labels or years)")
+    _add_out(p, "output folder")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="change where the dot product is below this (unset: Otsu's threshold on the "
+        "dot products of all tiles; Earth Engine's tutorial uses 0.8)",
+    )
+    p.add_argument(
+        "--min-area-ha",
+        type=float,
+        default=DEFAULT_MIN_AREA_HA,
+        help="change polygons smaller than this are dropped, hectares",
+    )
+    _add_analysis_common(p)
+    return p
+
+
+def cluster_parser() -> argparse.ArgumentParser:
+    """`earthembed cluster` (Beam options are passed through)."""
+    p = _parser("cluster", "k-means on a uniform pixel sample -> class COG per tile, PNG")
+    _add_embeddings(p)
+    _add_analysis_period(p)
+    p.add_argument("--k", type=int, default=DEFAULT_CLUSTERS, help="clusters")
+    _add_sample_size(p, "to fit k-means on")
+    _add_seed(p)
+    _add_out(p, "output folder")
+    _add_analysis_common(p)
+    return p
+
+
+def classify_parser() -> argparse.ArgumentParser:
+    """`earthembed classify` (Beam options are passed through)."""
+    p = _parser(
+        "classify",
+        "labelled points -> class (or value) COG per tile, confidence COG, report.json, PNG",
+    )
+    _add_embeddings(p)
+    _add_analysis_period(p)
+    p.add_argument(
+        "--labels", required=True, help="labelled points: GeoParquet or Parquet/CSV with lon, lat"
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--label-column", help="class column (classification)")
+    what.add_argument("--target", help="numeric column (regression)")
+    p.add_argument(
+        "--method",
+        choices=CLASSIFY_METHODS,
+        default="knn",
+        help="k nearest neighbours (k=3), logistic regression (ridge for --target) or a "
+        "random forest",
+    )
+    p.add_argument(
+        "--cv-block",
+        type=float,
+        default=DEFAULT_CV_BLOCK_M,
+        help="side of the square spatial blocks of the cross-validation, m",
+    )
+    p.add_argument("--folds", type=int, default=DEFAULT_CV_FOLDS, help="cross-validation folds")
+    _add_seed(p)
+    _add_out(p, "output folder")
+    _add_analysis_common(p)
+    return p
+
+
+def quicklook_parser() -> argparse.ArgumentParser:
+    """`earthembed quicklook` (Beam options are passed through)."""
+    p = _parser("quicklook", "three bands or PCA -> RGB PNG and RGB COG")
+    _add_embeddings(p)
+    _add_analysis_period(p)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--bands", default=None, help=f"three bands as R,G,B (unset: {DEFAULT_QUICKLOOK_BANDS})"
+    )
+    how.add_argument("--pca", action="store_true", help="the first three principal components")
+    _add_sample_size(p, "for the stretch (and the PCA)")
+    _add_seed(p)
+    _add_out(p, "output PNG (the RGB COG is written beside it, .tif)")
+    _add_analysis_common(p)
+    return p
+
+
 def cloud_parser() -> argparse.ArgumentParser:
     """`earthembed cloud`: its own options; job parameters follow as --key value."""
     p = _parser(
@@ -495,6 +676,12 @@ PARSERS = {
     "inspect-tfrecords": inspect_tfrecords_parser,
     "embed": embed_parser,
     "embed-points": embed_points_parser,
+    "sample": sample_parser,
+    "similarity": similarity_parser,
+    "change": change_parser,
+    "cluster": cluster_parser,
+    "classify": classify_parser,
+    "quicklook": quicklook_parser,
     "cloud": cloud_parser,
     "index": index_parser,
     "search": search_parser,

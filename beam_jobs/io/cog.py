@@ -86,6 +86,7 @@ def write_cog(
     overview_levels: Sequence[np.ndarray] | None = None,
     scales: Sequence[float] | None = None,
     offsets: Sequence[float] | None = None,
+    colormap: Mapping[int, Sequence[int]] | None = None,
 ) -> str:
     """Write a (C, H, W) or (H, W) array as a COG, atomically.
 
@@ -108,6 +109,7 @@ def write_cog(
             pixel-interleaved.
         scales: per-band GDAL scale (physical = stored * scale + offset).
         offsets: per-band GDAL offset.
+        colormap: a colour table for band 1 of a uint8 class map, {value: (r, g, b, a)}.
 
     Returns:
         The path written.
@@ -120,6 +122,10 @@ def write_cog(
     options = cog_options(blocksize, compress)
     if band_names is not None and len(band_names) != data.shape[0]:
         raise ValueError(f"{len(band_names)} band names for {data.shape[0]} bands")
+    if colormap is not None and (data.dtype != np.uint8 or overview_levels is not None):
+        raise ValueError(
+            f"a colour table needs a uint8 array written with GDAL's overviews; got {data.dtype}"
+        )
     tags = tag_strings(tags)
     crs = _as_crs(crs)
     path = os.fspath(path)
@@ -151,6 +157,8 @@ def write_cog(
             dst.scales = list(scales)
         if offsets is not None:
             dst.offsets = list(offsets)
+        if colormap is not None:
+            dst.write_colormap(1, {int(k): tuple(int(c) for c in v) for k, v in colormap.items()})
         if tags:
             dst.update_tags(**tags)
     return path

@@ -208,9 +208,12 @@ def _row_groups(table: pa.Table, max_rows: int) -> list[tuple[int, int]]:
     side = PARQUET_BLOCK
     while (2 * side) ** 2 <= max_rows:
         side *= 2
-    rows = table.column("row").to_numpy()
-    cols = table.column("col").to_numpy()
-    tiles = table.column("tile_id").combine_chunks().dictionary_encode().indices.to_numpy()
+    # Sampled points outside every tile have null tile_id, row and col: a cell of their own.
+    rows = table.column("row").fill_null(-1).to_numpy()
+    cols = table.column("col").fill_null(-1).to_numpy()
+    tiles = (
+        table.column("tile_id").combine_chunks().dictionary_encode().indices.fill_null(-1)
+    ).to_numpy()
     key = np.stack([tiles, rows // side, cols // side], axis=1)
     starts = [0, *(np.flatnonzero((key[1:] != key[:-1]).any(axis=1)) + 1).tolist(), n]
     groups: list[tuple[int, int]] = []
@@ -361,13 +364,18 @@ def _open_source(path: str) -> _Source:
 def _read_source(src: _Source, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
     """int8 (r1 - r0, c1 - c0, 64) of north-up rows [r0, r1) and columns [c0, c1)."""
     import rasterio
+
+    with rasterio.open(src.path) as ds:
+        return _read_open(ds, src.height, src.bottom_up, r0, r1, c0, c1)
+
+
+def _read_open(ds, height: int, bottom_up: bool, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    """`_read_source` on an open dataset: int8 (r1 - r0, c1 - c0, 64), north-up."""
     from rasterio.windows import Window
 
-    fr0 = src.height - r1 if src.bottom_up else r0
-    with rasterio.open(src.path) as ds:
-        data = ds.read(window=Window(c0, fr0, c1 - c0, r1 - r0))
-    data = data.transpose(1, 2, 0)
-    if src.bottom_up:
+    fr0 = height - r1 if bottom_up else r0
+    data = ds.read(window=Window(c0, fr0, c1 - c0, r1 - r0)).transpose(1, 2, 0)
+    if bottom_up:
         data = data[::-1]
     return np.ascontiguousarray(data)
 
@@ -726,3 +734,40 @@ def read_tile(
         valid = valid & ~drop
         values[drop] = np.nan
     return EmbeddingField(values, valid, tile.window_transform(r0, c0), tile.crs, (tile.path,))
+
+
+def read_tile_pixels(
+    tile: EmbeddingTile, rows: np.ndarray, cols: np.ndarray, *, block: int = 256
+) -> np.ndarray:
+    """int8 codes (N, 64) of the north-up pixels (rows[i], cols[i]), the file opened once.
+
+    The points are grouped into block x block cells of the tile; for each cell that holds any,
+    only the window spanning its points' rows and columns is read (windowed reads of the
+    internal tiles they touch, never the whole file).
+
+    Raises:
+        ValueError: a pixel outside the tile, naming it.
+    """
+    import rasterio
+
+    rows = np.asarray(rows, np.int64)
+    cols = np.asarray(cols, np.int64)
+    out = np.full((rows.size, EMBEDDING_DIM), NODATA, np.int8)
+    if rows.size == 0:
+        return out
+    bad = (rows < 0) | (rows >= tile.height) | (cols < 0) | (cols >= tile.width)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"pixel ({rows[i]}, {cols[i]}) outside {tile.path} ({tile.height} x {tile.width})"
+        )
+    cell = (rows // block) * (tile.width // block + 1) + cols // block
+    order = np.argsort(cell, kind="stable")
+    bounds = np.flatnonzero(np.diff(cell[order])) + 1
+    with rasterio.open(tile.path) as ds:
+        for idx in np.split(order, bounds):
+            r0, r1 = int(rows[idx].min()), int(rows[idx].max()) + 1
+            c0, c1 = int(cols[idx].min()), int(cols[idx].max()) + 1
+            data = _read_open(ds, tile.height, tile.bottom_up, r0, r1, c0, c1)
+            out[idx] = data[rows[idx] - r0, cols[idx] - c0]
+    return out

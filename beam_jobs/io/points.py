@@ -27,6 +27,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +36,9 @@ import pyarrow.parquet as pq
 from schemas import sensors
 from schemas.grid import utm_to_lonlat
 from schemas.observations import Observations, SourceFrames
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 POINT_TABLE_SCHEMA_FIELDS: tuple[pa.Field, ...] = (
     pa.field("point_id", pa.string(), nullable=False),
@@ -344,3 +348,54 @@ def observations_to_point_table(
     if obs.window is not None:
         obs = window_to_points(obs, sample=sample, seed=seed)
     return point_table_from_observations(obs)
+
+
+# ---------------------------------------------------------------------------------- locations
+
+
+def read_point_locations(path: str | Path) -> pd.DataFrame:
+    """Points to analyse: a GeoParquet of points (any CRS, brought to lon/lat), or a Parquet or
+    CSV table with `lon` and `lat` columns (EPSG:4326).
+
+    Returns:
+        A DataFrame with float64 `lon`, `lat` and the file's other columns (geometry dropped),
+        in file order.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: neither point geometries nor lon/lat columns, naming the file and its columns.
+    """
+    import pandas as pd
+
+    path = str(path)
+    if not path.startswith(("gs://", "s3://")) and not Path(path).exists():
+        raise FileNotFoundError(f"points file not found: {path}")
+    if path.lower().endswith(".csv"):
+        df = pd.read_csv(path)
+    else:
+        meta = pq.read_schema(path).metadata or {}
+        if b"geo" in meta:
+            import geopandas as gpd
+
+            gdf = gpd.read_parquet(path)
+            geom = gdf.geometry
+            if gdf.crs is not None and not gdf.crs.equals("EPSG:4326"):
+                geom = geom.to_crs("EPSG:4326")
+            if not (geom.geom_type == "Point").all():
+                raise ValueError(
+                    f"{path}: geometries must be points; found {sorted(set(geom.geom_type))}"
+                )
+            df = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
+            df["lon"], df["lat"] = geom.x.to_numpy(), geom.y.to_numpy()
+            return df.reset_index(drop=True)
+        df = pq.read_table(path).to_pandas()
+    missing = {"lon", "lat"} - set(df.columns)
+    if missing:
+        raise ValueError(
+            f"{path}: no point geometry and no {sorted(missing)} column(s); columns: {list(df.columns)}"
+        )
+    df["lon"] = df["lon"].astype(np.float64)
+    df["lat"] = df["lat"].astype(np.float64)
+    if df[["lon", "lat"]].isna().any().any():
+        raise ValueError(f"{path}: lon/lat have missing values")
+    return df.reset_index(drop=True)

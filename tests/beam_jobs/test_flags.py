@@ -99,10 +99,16 @@ def test_required_options_and_flags_show_no_default():
 def test_cli_help_uses_the_parser_the_job_runs_with():
     from beam_jobs import (
         build_training_data,
+        change,
+        classify,
         cloud,
+        cluster,
         embed,
         embed_points,
         inspect_tfrecords,
+        quicklook,
+        sample,
+        similarity,
         simulate,
     )
 
@@ -113,6 +119,12 @@ def test_cli_help_uses_the_parser_the_job_runs_with():
         "embed": embed,
         "embed-points": embed_points,
         "cloud": cloud,
+        "sample": sample,
+        "similarity": similarity,
+        "change": change,
+        "cluster": cluster,
+        "classify": classify,
+        "quicklook": quicklook,
     }
     for cmd, module in modules.items():
         module_name, func = cli.JOBS[cmd].parser.split(":")

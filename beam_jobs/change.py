@@ -299,7 +299,7 @@ def build_pipeline(
 def run(argv: Sequence[str] | None = None) -> int:
     """Entry point of `earthembed change`."""
     p = build_parser()
-    args, beam_args = p.parse_known_args(argv)
+    args, beam_args = runner.parse_job_args(p, argv)
     runner.setup_logging(args.verbose)
     try:
         p1, p2 = parse_periods(args.periods)

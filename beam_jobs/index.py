@@ -825,7 +825,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     started = time.time()
     p = build_parser()
-    args, beam_args = p.parse_known_args(argv)
+    args, beam_args = runner.parse_job_args(p, argv)
     runner.setup_logging(args.verbose)
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "earthembed index " + shlex.join(argv)

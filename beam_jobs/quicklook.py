@@ -180,7 +180,7 @@ def build_pipeline(
 def run(argv: Sequence[str] | None = None) -> int:
     """Entry point of `earthembed quicklook`."""
     p = build_parser()
-    args, beam_args = p.parse_known_args(argv)
+    args, beam_args = runner.parse_job_args(p, argv)
     runner.setup_logging(args.verbose)
     try:
         bands = None if args.pca else parse_bands(args.bands or DEFAULT_QUICKLOOK_BANDS)

@@ -248,7 +248,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     from beam_jobs.io.points import read_point_locations
 
     p = build_parser()
-    args, beam_args = p.parse_known_args(argv)
+    args, beam_args = runner.parse_job_args(p, argv)
     runner.setup_logging(args.verbose)
     try:
         if args.k < 1:

@@ -21,14 +21,26 @@ $(STAMP): setup.py constraints.txt
 
 venv: $(STAMP)
 
-# The demo: simulate the demo region (two years), embed 2023 with the shipped model
-# (model/weights/tiny), then read the tiles back and draw them (scripts/demo.py).
+# The demo: simulate the demo region (two years), embed both with the shipped model
+# (model/weights/tiny), then the analyses on the tiles (similarity, change, clusters, classes,
+# a quick look) and one page of their results (demo_out/README.md; scripts/demo.py).
 demo: $(STAMP)
 	$(BIN)/earthembed simulate --out $(DEMO_OUT)/sim --sim-region demo --years 2023,2024 --seed 0
 	$(BIN)/python scripts/demo.py aoi $(DEMO_OUT)/sim $(DEMO_OUT)/aoi.geojson
-	$(BIN)/earthembed embed --stac $(DEMO_OUT)/sim/catalog.json --aoi $(DEMO_OUT)/aoi.geojson \
-	  --year 2023 --tile-size 256 --out $(DEMO_OUT)/emb
-	$(BIN)/python scripts/demo.py show $(DEMO_OUT)/emb $(DEMO_OUT)/sim 2023 $(DEMO_OUT)/demo.png
+	for y in 2023 2024; do $(BIN)/earthembed embed --stac $(DEMO_OUT)/sim/catalog.json \
+	  --aoi $(DEMO_OUT)/aoi.geojson --year $$y --tile-size 256 --out $(DEMO_OUT)/emb/$$y || exit 1; done
+	$(BIN)/python scripts/demo.py show $(DEMO_OUT)/emb/2023 $(DEMO_OUT)/sim 2023 $(DEMO_OUT)/demo.png
+	$(BIN)/python scripts/demo.py query $(DEMO_OUT)/sim 2023 water $(DEMO_OUT)/query.csv
+	$(BIN)/earthembed similarity --embeddings $(DEMO_OUT)/emb --period 2023 \
+	  --query-file $(DEMO_OUT)/query.csv --out $(DEMO_OUT)/similarity
+	$(BIN)/earthembed change --embeddings $(DEMO_OUT)/emb --periods 2023,2024 --out $(DEMO_OUT)/change
+	$(BIN)/earthembed cluster --embeddings $(DEMO_OUT)/emb --period 2023 --k 6 --out $(DEMO_OUT)/cluster
+	$(BIN)/earthembed classify --embeddings $(DEMO_OUT)/emb --period 2023 --method knn \
+	  --labels $(DEMO_OUT)/sim/labels/points_2023.parquet --label-column class_name \
+	  --out $(DEMO_OUT)/classify
+	$(BIN)/earthembed quicklook --embeddings $(DEMO_OUT)/emb --period 2023 --pca \
+	  --out $(DEMO_OUT)/quicklook.png
+	$(BIN)/python scripts/demo.py report $(DEMO_OUT)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

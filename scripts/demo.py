@@ -1,7 +1,10 @@
-"""The two helper steps of `make demo`: the demo region's AOI, and a look at its embeddings.
+"""The helper steps of `make demo`: the demo region's AOI, a look at its embeddings, the query
+points of the similarity search, and the page that gathers the analyses' results.
 
     python scripts/demo.py aoi demo_out/sim demo_out/aoi.geojson
-    python scripts/demo.py show demo_out/emb demo_out/sim 2023 demo_out/demo.png
+    python scripts/demo.py show demo_out/emb/2023 demo_out/sim 2023 demo_out/demo.png
+    python scripts/demo.py query demo_out/sim 2023 water demo_out/query.csv
+    python scripts/demo.py report demo_out
 
 `aoi` writes the simulated region as a lon/lat GeoJSON (1 m inside its UTM windows, so the
 embed job's grid snaps onto exactly the simulated tiles). `show` reads the embedding
@@ -124,12 +127,79 @@ def show(emb_dir: str, sim_dir: str, year: str, out_png: str) -> None:
     print(f"demo: picture -> {out_png}")
 
 
+def write_query(sim_dir: str, year: str, class_name: str, out: str, n: int = 5) -> None:
+    """The first `n` labelled points of one simulated class as a lon/lat CSV (similarity's
+    --query-file); errors name the classes there are."""
+    import geopandas as gpd
+
+    points = gpd.read_parquet(Path(sim_dir) / "labels" / f"points_{year}.parquet").to_crs(4326)
+    chosen = points[points["class_name"] == class_name].head(n)
+    if chosen.empty:
+        raise SystemExit(
+            f"demo: no {class_name!r} points; classes: {sorted(set(points.class_name))}"
+        )
+    Path(out).write_text("lon,lat\n" + "".join(f"{g.x:.7f},{g.y:.7f}\n" for g in chosen.geometry))
+    print(f"demo: {len(chosen)} {class_name} points as the similarity query -> {out}")
+
+
+# The analyses `make demo` runs, in order: (title, the PNG, a JSON whose facts go in the table).
+REPORT = (
+    ("Embeddings 2023 (PCA) and a 1-NN map", "demo.png", None),
+    ("Quick look (PCA of the 64 bands)", "quicklook.png", None),
+    ("Similarity to 5 water pixels", "similarity/similarity.png", "similarity/query.json"),
+    ("Change 2023 -> 2024", "change/change.png", "change/threshold.json"),
+    ("k-means clusters", "cluster/cluster.png", "cluster/clusters.json"),
+    ("Classification from the labelled points", "classify/classify.png", "classify/report.json"),
+)
+
+
+def _facts(doc: dict) -> str:
+    keep = []
+    for k, v in doc.items():
+        if isinstance(v, (int, float, str)) and len(str(v)) < 60:
+            keep.append(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}")
+    return "; ".join(keep[:6])
+
+
+def write_report(demo_out: str) -> None:
+    """demo_out/README.md: a table of what the demo wrote and every PNG, in one page."""
+    root = Path(demo_out)
+    rows, pictures = [], []
+    for title, png, facts in REPORT:
+        path = root / png
+        if not path.exists():
+            raise SystemExit(f"demo: {path} is missing: did the step before `report` fail?")
+        doc = json.loads((root / facts).read_text()) if facts else {}
+        rows.append(f"| {title} | `{png}` | {_facts(doc)} |")
+        pictures.append(f"## {title}\n\n![{title}]({png})\n")
+    cogs = sorted(str(p.relative_to(root)) for p in root.glob("*/**/*.tif"))
+    page = [
+        "# make demo: results",
+        "",
+        "| step | picture | facts |",
+        "|---|---|---|",
+        *rows,
+        "",
+        f"{len(cogs)} GeoTIFFs under {demo_out}/ (embedding tiles, quality sidecars, maps).",
+        "",
+        *pictures,
+    ]
+    (root / "README.md").write_text("\n".join(page))
+    print(f"demo: results page -> {root / 'README.md'}")
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "aoi":
         write_aoi(argv[1], argv[2])
         return 0
     if len(argv) == 5 and argv[0] == "show":
         show(*argv[1:])
+        return 0
+    if len(argv) == 5 and argv[0] == "query":
+        write_query(*argv[1:])
+        return 0
+    if len(argv) == 2 and argv[0] == "report":
+        write_report(argv[1])
         return 0
     print(__doc__, file=sys.stderr)
     return 2

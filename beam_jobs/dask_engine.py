@@ -128,6 +128,7 @@ class DaskRunner(beam_dask.DaskRunner):
         class Visitor(PipelineVisitor):
             bags: dict = dataclasses.field(default_factory=dict)
             consumed: set = dataclasses.field(default_factory=set)
+            persisted: list = dataclasses.field(default_factory=list)
 
             def _bag_of(self, pcoll):
                 producer = pcoll.producer
@@ -141,7 +142,10 @@ class DaskRunner(beam_dask.DaskRunner):
                 # reads the side input then fetches it instead of recomputing its whole
                 # upstream graph (Beam's runner does the latter, per bundle).
                 bag = self._bag_of(pcoll)
-                return client.persist(bag) if client is not None else bag
+                if client is None:
+                    return bag
+                self.persisted.append(client.persist(bag))
+                return self.persisted[-1]
 
             def visit_transform(self, node: AppliedPTransform) -> None:
                 op_class = _TRANSLATIONS.get(node.transform.__class__, te.NoOp)
@@ -189,4 +193,7 @@ class DaskRunner(beam_dask.DaskRunner):
         pipeline.visit(visitor)
         leaves = [bag for node, bag in visitor.bags.items() if node not in visitor.consumed]
         futures = client.compute(dask.optimize(*leaves))
-        return beam_dask.DaskRunnerResult(client, futures)
+        result = beam_dask.DaskRunnerResult(client, futures)
+        # The persisted side inputs live as long as the driver holds them: past the run.
+        result.side_inputs = visitor.persisted
+        return result

@@ -28,7 +28,8 @@ demo: $(STAMP)
 	$(BIN)/earthembed simulate --out $(DEMO_OUT)/sim --sim-region demo --years 2023,2024 --seed 0
 	$(BIN)/python scripts/demo.py aoi $(DEMO_OUT)/sim $(DEMO_OUT)/aoi.geojson
 	for y in 2023 2024; do $(BIN)/earthembed embed --stac $(DEMO_OUT)/sim/catalog.json \
-	  --aoi $(DEMO_OUT)/aoi.geojson --year $$y --tile-size 256 --out $(DEMO_OUT)/emb/$$y || exit 1; done
+	  --aoi $(DEMO_OUT)/aoi.geojson --year $$y --tile-size 256 --batch-size 2 --out $(DEMO_OUT)/emb/$$y \
+	  || exit 1; done
 	$(BIN)/python scripts/demo.py show $(DEMO_OUT)/emb/2023 $(DEMO_OUT)/sim 2023 $(DEMO_OUT)/demo.png
 	$(BIN)/python scripts/demo.py query $(DEMO_OUT)/sim 2023 water $(DEMO_OUT)/query.csv
 	$(BIN)/earthembed similarity --embeddings $(DEMO_OUT)/emb --period 2023 \

@@ -59,13 +59,7 @@ def _beam_option_parser(beam_args: Sequence[str]) -> argparse.ArgumentParser:
             except ImportError:  # the runner is not installed: Beam says so when it starts
                 pass
     captured: list[argparse.ArgumentParser] = []
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    # PipelineOptions() calls logging.basicConfig(), which would make setup_logging's a no-op
-    # (and the jobs' INFO lines vanish) when options are checked before logging is set up.
     PipelineOptions([]).get_all_options(add_extra_args_fn=captured.append)
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
     return captured[0]
 
 
@@ -194,7 +188,18 @@ def _not_ignorable(record: logging.LogRecord) -> bool:
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """INFO (DEBUG with --verbose) for the jobs; `QUIET_LOGGERS` at WARNING unless verbose."""
+    """INFO (DEBUG with --verbose) for the jobs; `QUIET_LOGGERS` at WARNING unless verbose.
+
+    Beam's PipelineOptions() and view_as() call logging.basicConfig(), so a job that built its
+    options before this (to check them) already has a bare root handler, which would make the
+    basicConfig below a no-op and hide every INFO line (progress included): that handler, the
+    one of exactly basicConfig's kind, is replaced; other handlers (pytest's) are kept.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler.formatter is not None:
+            if handler.formatter._fmt == logging.BASIC_FORMAT:
+                root.removeHandler(handler)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

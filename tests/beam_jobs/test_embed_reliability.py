@@ -520,13 +520,26 @@ def test_template_parameter_retry_failed_false_says_no():
 
 
 def test_checking_beam_options_leaves_logging_to_the_job():
-    """PipelineOptions() calls logging.basicConfig(): done before setup_logging, it used to
-    silence every INFO line of a job."""
+    """PipelineOptions() and view_as() call logging.basicConfig(): done before setup_logging
+    (embed checks its options first), they used to silence every INFO line of a job."""
     import logging
 
     root = logging.getLogger()
-    before = list(root.handlers)
-    runner.parse_job_args(
-        flags.embed_parser(), ["--stac=s", "--bbox=1,2,3,4", "--year=2023", "--out=o"]
-    )
-    assert root.handlers == before
+    saved, level = list(root.handlers), root.level
+    for h in saved:
+        root.removeHandler(h)
+    try:
+        runner.parse_job_args(
+            flags.embed_parser(), ["--stac=s", "--bbox=1,2,3,4", "--year=2023", "--out=o"]
+        )
+        runner.is_local(runner.pipeline_options(["--direct_num_workers", "2"]))
+        assert root.handlers  # Beam configured the root logger (WARNING, its bare format)
+        runner.setup_logging()
+        assert root.level == logging.INFO and len(root.handlers) == 1
+        assert "%(name)s" in root.handlers[0].formatter._fmt  # the jobs' format, not Beam's
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved:
+            root.addHandler(h)
+        root.setLevel(level)

@@ -172,7 +172,11 @@ def write_report(demo_out: str) -> None:
         doc = json.loads((root / facts).read_text()) if facts else {}
         rows.append(f"| {title} | `{png}` | {_facts(doc)} |")
         pictures.append(f"## {title}\n\n![{title}]({png})\n")
-    cogs = sorted(str(p.relative_to(root)) for p in root.glob("*/**/*.tif"))
+    cogs = sorted(
+        str(p.relative_to(root))
+        for p in root.glob("*/**/*.tif")
+        if p.relative_to(root).parts[0] != "sim"
+    )
     page = [
         "# make demo: results",
         "",
@@ -180,7 +184,8 @@ def write_report(demo_out: str) -> None:
         "|---|---|---|",
         *rows,
         "",
-        f"{len(cogs)} GeoTIFFs under {demo_out}/ (embedding tiles, quality sidecars, maps).",
+        f"{len(cogs)} GeoTIFFs written by the embed and analysis jobs (embedding tiles, quality "
+        f"sidecars, maps), beside the simulated catalog in {demo_out}/sim.",
         "",
         *pictures,
     ]

@@ -18,7 +18,9 @@ falls outside:
   legitimately dark pixels (water, shadow) reach -0.1 (DN 1); bright snow, cloud tops and
   specular glints reach ~1.5. A saturated uint16 (65535) decodes to 6.45 (S2) or 1.602
   (Landsat), so the range also masks saturated blocks.
-- backscatter -50..+30 dB (the GRD noise floor is ~-25 dB; corner reflectors reach +20 dB);
+- backscatter -40..+30 dB: the GRD noise-equivalent sigma0 is -22..-26 dB and calm water
+  reaches ~-35 dB after thermal-noise removal, so values below -40 dB are a processing floor
+  (Presto's tables clip at -50 dB), not a measurement; double bounce reaches ~+20 dB;
 - elevation -500..9000 m (Dead Sea shore -430 m, Everest 8849 m); slope 0..90 degrees;
 - 2 m temperature 170..340 K (a monthly mean never leaves 184-330 K on Earth);
 - precipitation 0..1 m/day (the wettest month on record averages ~0.3 m/day).
@@ -166,7 +168,7 @@ _F32 = Encoding(dtype="float32", nodata=float("nan"))
 
 
 REFLECTANCE_RANGE = (-0.1, 1.6)
-BACKSCATTER_RANGE_DB = (-50.0, 30.0)
+BACKSCATTER_RANGE_DB = (-40.0, 30.0)
 
 
 def _s2(name: str, res: float, center: float, fwhm: float, desc: str) -> Band:

@@ -81,12 +81,19 @@ with a warning (saying the previous run died, e.g. killed for memory). At start 
 deletes what killed writers left (`*.tmp-*` files and their scratch folders). A worker process
 that dies (exit 137: out of memory) ends the run with a message saying so and how to resume.
 
-Failures: a chip whose read raised, or whose observations carry read errors (a corrupt or
-missing asset: the reader invalidates that frame and records it; the chips of a read block
-share its read), or whose batch failed in the model, is dead-lettered with the reason,
-counted in `chips_failed`, and left nodata; the tile is still written. Beam counters
-(namespace `embed`): chips, pixels, chips_failed, chips_outside_aoi, tiles_written,
-tiles_skipped. A tile with failed chips is written without its done marker.
+Failures: a read block whose read raises is read again (`READ_ATTEMPTS` in all, a transient
+error recovers with the same outputs); a chip whose read still raised, whose batch failed in
+the model, or whose embedding came out non-finite (NaN/inf where the model saw data) is
+dead-lettered with the reason (the underlying GDAL/libtiff message, not rasterio's "see
+previous exception"), counted in `chips_failed`, and left nodata. A corrupt or missing asset
+invalidates only its own frame (the reader records it): the chips that read it are embedded
+from the other frames and dead-lettered as `embedded: true` with the asset named, counted in
+`chips_partial`, so the tile is retried once the asset is fixed. Values that are not
+measurements (outside the band's physical range, saturated) are masked at read and counted
+(`values_masked`). The tile is still written. Beam counters (namespace `embed`): chips,
+pixels, chips_failed, chips_partial, values_masked, chips_outside_aoi, tiles_written,
+tiles_skipped. A tile with failed or partial chips is written with `.failed.json`, not
+its done marker.
 """
 
 from __future__ import annotations
@@ -151,9 +158,10 @@ MEMORY_ADVICE = (
     "completed tiles are kept: rerun the same command to resume, with a lower --batch-size "
     "(or --read-block 1, or fewer --direct_num_workers) if it ran out of memory"
 )
-# Confidence = 1 - exp(-valid observations / this): observation support (a month of clear
-# observations ~ 0.63), since bundles expose no per-pixel concentration yet.
-CONFIDENCE_OBS_SCALE = 12.0
+# A block read that raises is tried this many times in all, waiting READ_RETRY_WAIT_S x the
+# attempt number in between (transient object-store or network errors).
+READ_ATTEMPTS = 3
+READ_RETRY_WAIT_S = 2.0
 
 
 # ------------------------------------------------------------------------------- the run
@@ -405,8 +413,9 @@ def chip_quality(
     Returns:
         `embedding.quality_layers` of: valid observations per time-varying source; the clear
         fraction (clear / observed acquisitions of the cloud-masked optical sources, unknown
-        where none observed the pixel); confidence = 1 - exp(-valid observations / 12), 0
-        where the pixel has no embedding.
+        where none observed the pixel); `embedding.confidence` of the surface observations
+        (clear optical + valid radar; not climate or the DEM), 0 where the pixel has no
+        embedding.
     """
     shape = (rows.stop - rows.start, cols.stop - cols.start)
     counts: dict[str, np.ndarray] = {}
@@ -423,14 +432,15 @@ def chip_quality(
             observed += np.isfinite(sf.values).any(axis=-1).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         clear_fraction = np.where(observed > 0, clear / observed, np.nan)
-    total = sum(counts.values(), np.zeros(shape))
-    confidence = np.where(embedded, 1.0 - np.exp(-total / CONFIDENCE_OBS_SCALE), 0.0)
+    surface = sum((counts[s] for s in sensors.SURFACE_SOURCES if s in counts), np.zeros(shape))
+    confidence = embedding.confidence(surface, embedded)
     return embedding.quality_layers(counts, clear_fraction, confidence)
 
 
 @dataclasses.dataclass
 class ChipResult:
-    """A chip's part of its tile: quantized core (or None = nodata) and quality, or an error."""
+    """A chip's part of its tile: quantized core (or None = nodata) and quality, and an error
+    (failed: no core; partial: a core embedded without the frames whose read failed)."""
 
     tile_id: str
     chip_id: str
@@ -446,19 +456,57 @@ class ChipResult:
             return 0
         return int((~(self.q == embedding.NODATA).all(axis=-1)).sum())
 
-    def deadletter(self) -> dict[str, str]:
-        return {"chip_id": self.chip_id, "tile_id": self.tile_id, "error": self.error or ""}
+    @property
+    def partial(self) -> bool:
+        """Embedded, but from observations some of whose reads failed."""
+        return self.q is not None and self.error is not None
+
+    def deadletter(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "chip_id": self.chip_id,
+            "tile_id": self.tile_id,
+            "error": self.error or "",
+        }
+        if self.partial:
+            out["embedded"] = True
+        return out
+
+
+def non_finite_embedding(core: np.ndarray) -> str | None:
+    """Why a chip's core embeddings (h, w, 64) cannot be quantized, or None.
+
+    An all-NaN row is a pixel without observations (nodata by design); a row with an
+    infinite component, or NaN in only some components, is a model failure (a bundle marks
+    an observed pixel whose embedding is not finite with inf: model/bundle.py).
+    """
+    finite = np.isfinite(core)
+    bad = ~finite.all(axis=-1) & ~np.isnan(core).all(axis=-1)
+    if not bad.any():
+        return None
+    r, c = (int(v) for v in np.argwhere(bad)[0])
+    return (
+        f"non-finite embedding (NaN/inf) at {int(bad.sum())} of {bad.size} core pixels, "
+        f"first at core row {r}, col {c}"
+    )
 
 
 def chip_result(chip: Chip, emb: np.ndarray, obs: Observations, spec: EmbedSpec) -> ChipResult:
-    """A chip's (S, S, 64) embeddings -> its core, quantized, with its quality bands."""
+    """A chip's (S, S, 64) embeddings -> its core, quantized, with its quality bands; a
+    failed chip if the core holds non-finite embeddings; partial (core and error) if its
+    observations carry read errors."""
     _, (rows, cols) = chip.core_slices()
-    q = embedding.quantize(emb[rows, cols])
+    core = emb[rows, cols]
+    if why := non_finite_embedding(core):
+        return failed_chip(chip, why)
+    q = embedding.quantize(core)
     embedded = ~(q == embedding.NODATA).all(axis=-1)
     quality = chip_quality(
         obs, rows, cols, t_start_ms=spec.t_start_ms, t_end_ms=spec.t_end_ms, embedded=embedded
     )
-    return ChipResult(chip.tile.id, chip.id, chip.i, chip.j, q=q, quality=quality)
+    error = None
+    if obs.errors:
+        error = "embedded without the frames whose read failed: " + "; ".join(obs.errors)
+    return ChipResult(chip.tile.id, chip.id, chip.i, chip.j, q=q, quality=quality, error=error)
 
 
 def failed_chip(chip: Chip, error: str) -> ChipResult:
@@ -607,8 +655,9 @@ def write_tile(spec: EmbedSpec, tile: Tile, results: Sequence[ChipResult], plann
         "formats": list(spec.formats),
         "files": [posixpath.relpath(f, spec.out) for f in spec.output_files(tile)],
         "chips": len(tile.chips(spec.chip_size, spec.halo)),
-        "chips_embedded": planned - len(failed),
-        "chips_failed": len(failed),
+        "chips_embedded": planned - sum(r.q is None for r in failed),
+        "chips_failed": sum(r.q is None for r in failed),
+        "chips_partial": sum(r.partial for r in failed),
         "chips_outside_aoi": len(tile.chips(spec.chip_size, spec.halo)) - planned,
         "pixels": tile.size * tile.size,
         "pixels_valid": valid,
@@ -740,10 +789,7 @@ def manifest_document(
         "sources": list(spec.sources) if spec.sources else "all in the catalog",
         "key": spec.key,
         "quantization": embedding.QUANTIZATION_RULE,
-        "confidence": (
-            f"1 - exp(-valid observations / {CONFIDENCE_OBS_SCALE:g}) "
-            "(observation support, not a model output)"
-        ),
+        "confidence": embedding.CONFIDENCE_RULE + " (observation support, not a model output)",
         "counts": {
             "tiles": len(summaries),
             **{k: int(sum(s[k] for s in summaries)) for k in keys},
@@ -814,6 +860,8 @@ class ReadChipsFn(beam.DoFn):
         self._progress = None
         self._catalog = None
         self._failed = Metrics.counter(NAMESPACE, "chips_failed")
+        self._masked = Metrics.counter(NAMESPACE, "values_masked")
+        self._retries = Metrics.counter(NAMESPACE, "read_retries")
         self._read_ms = Metrics.distribution(NAMESPACE, "block_read_ms")
 
     def setup(self):
@@ -831,17 +879,24 @@ class ReadChipsFn(beam.DoFn):
         spec = self._spec
         window = block.window
         started = time.perf_counter()
-        try:
-            obs = stac.read_observations(
-                self._catalog, window, spec.t_start_ms, spec.t_end_ms, sources=spec.sources
-            )
-        except Exception as e:  # an I/O boundary: any failure is these chips', dead-letter them
-            yield from self._fail(block, f"read failed: {type(e).__name__}: {e}")
-            return
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                obs = stac.read_observations(
+                    self._catalog, window, spec.t_start_ms, spec.t_end_ms, sources=spec.sources
+                )
+                break
+            except Exception as e:  # an I/O boundary: retried, then these chips' dead letter
+                why = f"{type(e).__name__}: {stac.error_reason(e)}"
+                if attempt == READ_ATTEMPTS:
+                    yield from self._fail(block, f"read failed ({attempt} attempts): {why}")
+                    return
+                log.warning("read of %s failed (attempt %d): %s", block.chips[0].id, attempt, why)
+                self._retries.inc()
+                time.sleep(READ_RETRY_WAIT_S * attempt)
         self._read_ms.update(int((time.perf_counter() - started) * 1000))
-        if obs.errors:
-            yield from self._fail(block, "read errors: " + "; ".join(obs.errors))
-            return
+        self._masked.inc(sum(obs.out_of_range.values()))
+        # Read errors invalidated their frames only: the chips are embedded from the rest and
+        # carry the errors (crop_observations) into their partial results.
         for chip in block.chips:
             chip_obs = crop_observations(obs, chip.window, *block.offset(chip))
             yield chip, inference.EmbedRequest(chip_obs, spec.t_start_ms, spec.t_end_ms)
@@ -866,6 +921,8 @@ class CollectChipFn(beam.DoFn):
         self._progress = None
         self._chips = Metrics.counter(NAMESPACE, "chips")
         self._pixels = Metrics.counter(NAMESPACE, "pixels")
+        self._failed = Metrics.counter(NAMESPACE, "chips_failed")
+        self._partial = Metrics.counter(NAMESPACE, "chips_partial")
 
     def setup(self):
         self._progress = self._totals.tracker() if self._totals else None
@@ -873,6 +930,15 @@ class CollectChipFn(beam.DoFn):
     def process(self, keyed: tuple[Chip, PredictionResult]) -> Iterator:
         chip, result = keyed
         res = chip_result(chip, np.asarray(result.inference), result.example.obs, self._spec)
+        if res.q is None:
+            self._failed.inc()
+            log.warning("chip %s dead-lettered: %s", chip.id, res.error)
+            if self._progress:
+                self._progress.add(1)
+            yield chip.tile.id, ("chip", res)
+            return
+        if res.partial:
+            self._partial.inc()
         self._chips.inc()
         self._pixels.inc(res.valid_pixels)
         if self._progress:

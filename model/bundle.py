@@ -10,7 +10,14 @@ Inputs are built by `schemas.examples.example_features` (the training examples' 
 builder: the same frame choice, transforms and masks) and normalized with the stats the
 model was trained with, so inference sees what training saw. `embed_batch` is jit-compiled
 once per input shape; keep shapes fixed (one chip size, padded batches) to compile once.
-Pixels without a single valid observation come out as NaN rows.
+Pixels without a single valid observation come out as NaN rows; an observed pixel whose
+embedding is not finite (a model failure, e.g. from inputs out of range) comes out as an inf
+row, so callers can tell it from no data (embed dead-letters its chip).
+
+A bundle's stats.json must hold finite mean and std, from observed data (count > 0 where
+counted), for every band of every source the bundle embeds (all registry sources but
+`model.embed_without`): a missing source would otherwise be normalized with mean 0 / std 1
+silently; `load_bundle` rejects it naming the source.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from model import export, features
-from schemas import examples
+from schemas import examples, sensors
 from schemas.observations import Observations
 
 DEFAULT_CHIP = 128
@@ -215,7 +222,9 @@ class Bundle:
             inputs["pixel_summary"] = np.asarray(batch["pixel_summary"], np.float32)
         mu, observed = self._encode(self.params, inputs)
         mu = np.asarray(mu, np.float32)
-        return np.where(np.asarray(observed)[..., None], mu, np.nan).astype(np.float32)
+        observed = np.asarray(observed)[..., None]
+        failed = observed & ~np.isfinite(mu).all(axis=-1, keepdims=True)
+        return np.where(failed, np.inf, np.where(observed, mu, np.nan)).astype(np.float32)
 
     def embed(
         self,
@@ -291,6 +300,34 @@ def _crop_padded(obs: Observations, i0: int, j0: int, size: int) -> Observations
     return Observations(sources=sources, window=window)
 
 
+def check_stats(stats: Mapping, config: Mapping, where: str) -> None:
+    """BundleError naming the source (and band) that stats.json lacks for a source the
+    bundle embeds: absent, a non-finite mean or std, or a count of 0."""
+    from model import modules
+
+    raw = config.get("model", {}).get("embed_without") or ""
+    skipped = {s.strip() for s in str(raw).split(",") if s.strip()}
+    for source in modules.SOURCES:
+        if source in skipped:
+            continue
+        per_band = stats.get(source)
+        if not isinstance(per_band, Mapping) or not per_band:
+            raise BundleError(
+                f"{where}: no statistics for source {source!r}, which the bundle embeds "
+                "(retrain with it, or list it in config.json model.embed_without)"
+            )
+        for band in sensors.get_sensor(source).band_names:
+            st = per_band.get(band)
+            ok = isinstance(st, Mapping) and all(
+                isinstance(st.get(k), int | float) and np.isfinite(st[k]) for k in ("mean", "std")
+            )
+            if not ok or (isinstance(st, Mapping) and st.get("count", 1) == 0):
+                raise BundleError(
+                    f"{where}: source {source!r} band {band!r} has no usable statistics "
+                    f"({st!r}); the bundle embeds {source!r}"
+                )
+
+
 def load_bundle(path: str, compute_dtype: str = "float32") -> Bundle:
     """Read and verify a bundle directory (see model/export.py); no pickle involved.
 
@@ -327,6 +364,7 @@ def load_bundle(path: str, compute_dtype: str = "float32") -> Bundle:
         config = json.load(f)
     with open(os.path.join(path, "stats.json")) as f:
         stats = json.load(f)
+    check_stats(stats, config, os.path.join(path, "stats.json"))
     if compute_dtype == "bfloat16":
         import jax
         import jax.numpy as jnp

@@ -31,7 +31,15 @@ Quality sidecar (`{tile_id}_quality.tif`): uint8 bands `QUALITY_BANDS`, nodata 2
   support period, saturating at 254 (a year of Sentinel-2 from overlapping orbits stays below);
 - `clear_fraction`: the fraction of acquisitions that were clear, 0-1 stored as
   round(f * 200) in 0..200 (GDAL band scale 0.005, so a reader that applies scales gets 0-1);
-- `confidence`: the model's confidence score in 0-1, stored like `clear_fraction`.
+- `confidence`: observation support in 0-1, stored like `clear_fraction`:
+      confidence = 1 - exp(-n / 12)     (`confidence`, `CONFIDENCE_N0` = 12)
+  where n counts the pixel's surface observations in the period: clear Sentinel-2 and Landsat
+  acquisitions (valid after the cloud mask) plus valid Sentinel-1 acquisitions (radar sees
+  through cloud). Climate (ERA5) and the DEM do not count: a pixel embedded from them alone
+  has confidence 0, as has a pixel without an embedding; a year whose optical scenes are all
+  cloud has confidence from its radar only (0 without radar). n = 12 (a clear scene a month)
+  gives 0.63, 36 gives 0.95. It measures the evidence behind an embedding, not the model's
+  own uncertainty (bundles expose none per pixel).
 255 marks "unknown" (outside the area embedded). `quality_layers` builds the stored array and
 `decode_quality_layers` inverts it.
 
@@ -99,6 +107,12 @@ QUALITY_DTYPE = "uint8"
 QUALITY_NODATA = 255
 QUALITY_COUNT_MAX = 254
 QUALITY_FRACTION_SCALE = 200  # stored = round(fraction * 200); physical = stored * 0.005
+# Confidence = 1 - exp(-surface observations / CONFIDENCE_N0) (module docstring).
+CONFIDENCE_N0 = 12.0
+CONFIDENCE_RULE = (
+    f"1 - exp(-n / {CONFIDENCE_N0:g}), n = clear optical (Sentinel-2, Landsat) + valid radar "
+    "(Sentinel-1) observations in the period; 0 without an embedding or with only climate/DEM"
+)
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
@@ -332,6 +346,27 @@ def decode_quality_layers(stored: np.ndarray) -> dict[str, np.ndarray]:
             v /= QUALITY_FRACTION_SCALE
         v[stored[i] == QUALITY_NODATA] = np.nan
         out[name] = v
+    return out
+
+
+def confidence(n_surface: np.ndarray, embedded: np.ndarray | None = None) -> np.ndarray:
+    """The quality sidecar's confidence: 1 - exp(-n_surface / CONFIDENCE_N0), 0 where
+    `embedded` (bool, same shape) is False.
+
+    Args:
+        n_surface: per-pixel count of clear optical plus valid radar observations
+            (`sensors.SURFACE_SOURCES`) in the period.
+        embedded: pixels that got an embedding (None: all).
+
+    Returns:
+        float64 array in [0, 1).
+    """
+    n = np.asarray(n_surface, dtype=np.float64)
+    if np.any(n < 0):
+        raise ValueError("confidence needs non-negative observation counts")
+    out = 1.0 - np.exp(-n / CONFIDENCE_N0)
+    if embedded is not None:
+        out = np.where(embedded, out, 0.0)
     return out
 
 

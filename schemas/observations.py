@@ -137,6 +137,9 @@ class Observations:
     # Reads that failed and were marked invalid instead of raising: "item/asset: reason".
     # A job dead-letters a sample or chip whose observations carry errors.
     errors: list[str] = dataclasses.field(default_factory=list)
+    # Values the reader masked as outside their band's physical range or saturated
+    # (schemas/sensors.py), counted per "source/band" in source pixels read.
+    out_of_range: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __getitem__(self, source: str) -> SourceFrames:
         try:

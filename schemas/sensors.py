@@ -9,11 +9,32 @@ Units are the registry's units everywhere in memory ("registry units"): surface 
 0-1, backscatter in dB, elevation in m, slope in degrees, temperature in K, precipitation in
 m/day. Files may store other encodings (scaled integers); `raster:bands` scale/offset/nodata in
 STAC (or the `Encoding` defaults below) say how to decode them.
+
+Physical ranges (`Band.valid_range`): a decoded value outside its band's range is not a
+measurement (saturation, a fill value nobody declared, a float 3e38, a unit mistake) and every
+reader masks it (NaN) and counts it. The ranges are wide on purpose, so that no real pixel
+falls outside:
+- reflectance -0.1..1.6: Sentinel-2 L2A (baseline >= 04.00) stores DN with a -1000 offset, so
+  legitimately dark pixels (water, shadow) reach -0.1 (DN 1); bright snow, cloud tops and
+  specular glints reach ~1.5. A saturated uint16 (65535) decodes to 6.45 (S2) or 1.602
+  (Landsat), so the range also masks saturated blocks.
+- backscatter -40..+30 dB: the GRD noise-equivalent sigma0 is -22..-26 dB and calm water
+  reaches ~-35 dB after thermal-noise removal, so values below -40 dB are a processing floor
+  (Presto's tables clip at -50 dB), not a measurement; double bounce reaches ~+20 dB;
+- elevation -500..9000 m (Dead Sea shore -430 m, Everest 8849 m); slope 0..90 degrees;
+- 2 m temperature 170..340 K (a monthly mean never leaves 184-330 K on Earth);
+- precipitation 0..1 m/day (the wettest month on record averages ~0.3 m/day).
+
+Unit checks (`unit_mistake`): a table or scene whose median lies outside a band's physical
+range, or outside the typical range for the unit where a known unit mistake explains it
+(reflectance x 10000, percent, linear power instead of dB, degrees Celsius, mm/day), names
+the band and the mistake.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Literal
 
@@ -65,7 +86,8 @@ class Encoding:
 
 @dataclasses.dataclass(frozen=True)
 class Band:
-    """One band of a source, in registry units."""
+    """One band of a source, in registry units; `valid_range` is its physical range (values
+    outside are masked by every reader, see the module docstring)."""
 
     name: str
     unit: str
@@ -145,12 +167,16 @@ _S1_ENC = Encoding(dtype="int16", scale=0.01, offset=0.0, nodata=-32768)
 _F32 = Encoding(dtype="float32", nodata=float("nan"))
 
 
+REFLECTANCE_RANGE = (-0.1, 1.6)
+BACKSCATTER_RANGE_DB = (-40.0, 30.0)
+
+
 def _s2(name: str, res: float, center: float, fwhm: float, desc: str) -> Band:
     return Band(
         name,
         "reflectance",
         res,
-        (0.0, 1.6),
+        REFLECTANCE_RANGE,
         _S2_ENC,
         description=desc,
         center_nm=center,
@@ -163,7 +189,7 @@ def _ls(name: str, center: float, fwhm: float, desc: str) -> Band:
         name,
         "reflectance",
         30.0,
-        (0.0, 1.6),
+        REFLECTANCE_RANGE,
         _LS_ENC,
         description=desc,
         center_nm=center,
@@ -205,8 +231,10 @@ SENTINEL1 = Sensor(
     id="sentinel1",
     title="Sentinel-1 C-band SAR GRD, terrain-corrected backscatter",
     bands=(
-        Band("VV", "dB", 10, (-35.0, 10.0), _S1_ENC, description="co-polarized backscatter"),
-        Band("VH", "dB", 10, (-40.0, 5.0), _S1_ENC, description="cross-polarized backscatter"),
+        Band("VV", "dB", 10, BACKSCATTER_RANGE_DB, _S1_ENC, description="co-polarized backscatter"),
+        Band(
+            "VH", "dB", 10, BACKSCATTER_RANGE_DB, _S1_ENC, description="cross-polarized backscatter"
+        ),
     ),
     temporal="acquisition",
     mask=Mask(kind="nodata"),
@@ -268,12 +296,12 @@ ERA5_LAND = Sensor(
     id="era5_land",
     title="ERA5-Land monthly means",
     bands=(
-        Band("temperature_2m", "K", 9000, (180.0, 340.0), _F32, description="2 m air temperature"),
+        Band("temperature_2m", "K", 9000, (170.0, 340.0), _F32, description="2 m air temperature"),
         Band(
             "total_precipitation",
             "m/day",
             9000,
-            (0.0, 0.2),
+            (0.0, 1.0),
             _F32,
             description="mean daily total precipitation",
             model_transform="log1p",
@@ -293,6 +321,11 @@ SENSORS: Mapping[str, Sensor] = {
 SOURCE_IDS: tuple[str, ...] = tuple(SENSORS)
 # Cloud-masked optical sources (a quality layer, not only nodata), in registry order.
 OPTICAL_SOURCES: tuple[str, ...] = tuple(s.id for s in SENSORS.values() if s.mask.kind != "nodata")
+# Sources that observe the surface at an acquisition time (optical and radar), in registry
+# order; not climate (monthly) or the DEM (static).
+SURFACE_SOURCES: tuple[str, ...] = tuple(
+    s.id for s in SENSORS.values() if s.temporal == "acquisition"
+)
 
 # A static source's single frame carries this timestamp (ms); its Sensor.is_static says so.
 STATIC_TIME_MS = 0
@@ -339,3 +372,94 @@ def mask_from_quality(sensor: Sensor, quality: np.ndarray) -> np.ndarray:
             bad |= ((q.astype(np.int64) >> bit) & 1).astype(bool)
         return ~bad
     raise ValueError(f"sensor {sensor.id!r} has no quality layer (mask kind {sensor.mask.kind!r})")
+
+
+# ---------------------------------------------------------------------------------- units
+
+
+def out_of_range(band: Band, values: np.ndarray) -> np.ndarray:
+    """bool mask of finite values outside the band's physical range (NaN is not counted)."""
+    v = np.asarray(values)
+    lo, hi = band.valid_range
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(v) & ((v < lo) | (v > hi))
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitMistake:
+    """A common way to hand a band over in the wrong unit, and how to undo it."""
+
+    looks_like: str  # what the values look like, e.g. "reflectance x 10000 (DN)"
+    fix: str  # what to do, e.g. "divide by 10000"
+    scale: float = 1.0  # registry = given * scale + offset (or 10 log10(given) with db)
+    offset: float = 0.0
+    db: bool = False  # linear power -> dB; only where no value is negative
+    # The mistaken values can lie inside the physical range (linear power 0.05 is a valid
+    # dB value): checked even then, where the median is outside the typical range.
+    inside_range: bool = False
+
+    def convert(self, median: float) -> float:
+        if self.db:
+            return 10.0 * math.log10(median) if median > 0 else -math.inf
+        return median * self.scale + self.offset
+
+
+# Per registry unit: the range a median over many pixels or points lies in, and the mistakes
+# checked for (the first whose conversion lands the median in that range is named).
+TYPICAL_MEDIAN: Mapping[str, tuple[float, float]] = {
+    "reflectance": (0.005, 0.8),
+    "dB": (-30.0, -1.0),
+    "K": (200.0, 320.0),
+    "m/day": (0.0, 0.1),
+}
+UNIT_MISTAKES: Mapping[str, tuple[UnitMistake, ...]] = {
+    "reflectance": (
+        UnitMistake("reflectance x 10000 (DN)", "divide by 10000", scale=1e-4),
+        UnitMistake("percent reflectance", "divide by 100", scale=1e-2),
+    ),
+    "dB": (UnitMistake("linear power", "convert to dB (10 * log10)", db=True, inside_range=True),),
+    "K": (UnitMistake("degrees Celsius", "add 273.15", offset=273.15),),
+    "m/day": (UnitMistake("mm/day", "divide by 1000", scale=1e-3, inside_range=True),),
+}
+
+
+def likely_unit_mistake(band: Band, median: float, nonnegative: bool) -> UnitMistake | None:
+    """The unit mistake that brings `median` into the unit's typical range, if one does."""
+    lo, hi = TYPICAL_MEDIAN.get(band.unit, band.valid_range)
+    for m in UNIT_MISTAKES.get(band.unit, ()):
+        if m.db and not nonnegative:
+            continue
+        if lo <= m.convert(median) <= hi:
+            return m
+    return None
+
+
+def unit_mistake(band: Band, values: np.ndarray, *, strict: bool = True) -> str | None:
+    """Why `values` (many pixels or points of one band) do not look like registry units, as
+    a phrase naming the band ("B04 median 1131 looks like reflectance x 10000 (DN); divide by
+    10000"); None when they do (or hold no finite value).
+
+    A median outside the physical range is always reported (with the likely mistake when one
+    explains it); with `strict`, so is a median inside it but outside the unit's typical range
+    that a mistake hiding inside the range explains (linear power 0.05 is a valid dB value,
+    0.5 mm/day a valid m/day one). Readers of single scenes pass strict=False: a small window
+    may be atypical.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return None
+    median = float(np.median(v))
+    lo, hi = band.valid_range
+    outside = not lo <= median <= hi
+    mistake = likely_unit_mistake(band, median, bool((v >= 0).all()))
+    typical_lo, typical_hi = TYPICAL_MEDIAN.get(band.unit, band.valid_range)
+    atypical = strict and not typical_lo <= median <= typical_hi
+    if mistake is not None and (outside or (atypical and mistake.inside_range)):
+        return f"{band.name} median {median:.4g} looks like {mistake.looks_like}; {mistake.fix}"
+    if outside:
+        return (
+            f"{band.name} median {median:.4g} is outside the physical range "
+            f"{lo:g}..{hi:g} {band.unit}"
+        )
+    return None

@@ -20,6 +20,13 @@ warning (extraction tables often carry labels or ids), or raise with `strict=Tru
 whose band columns are all absent is an error, a single absent band column is a NaN channel;
 a static source's time is ignored (its frame is at `sensors.STATIC_TIME_MS`); duplicate
 (point, source, time) rows are an error.
+
+Checks (`check_units`, on by default): lon must lie in -180..180 and lat in -90..90 (the
+error names the column and the row, and a likely lon/lat swap); each band column of a source,
+over that source's rows, must look like registry units (`sensors.unit_mistake`: a median
+outside the band's physical range, or a known unit mistake such as reflectance x 10000 or
+linear power, is an error naming the band and the fix); single values outside the physical
+range are then masked (NaN) and counted in a warning.
 """
 
 from __future__ import annotations
@@ -126,6 +133,7 @@ def read_point_table(
     start_ms: int | None = None,
     end_ms: int | None = None,
     strict: bool = False,
+    check_units: bool = True,
 ) -> Observations:
     """Read a point observation table into a point-set `Observations`.
 
@@ -135,6 +143,8 @@ def read_point_table(
         end_ms: keep acquisitions with time < end_ms.
         strict: raise on columns that are not fixed columns or registry bands, instead of
             warning and ignoring them.
+        check_units: check coordinates and band units, mask values outside the physical
+            ranges (module docstring).
 
     Returns:
         Observations with point_ids, lon, lat (N,) and one SourceFrames (T, N, 1, C) per
@@ -143,7 +153,8 @@ def read_point_table(
     Raises:
         ValueError: naming the file and column for a missing fixed column, a wrong type,
             nulls where none may be, unknown source ids, a source with no band column,
-            inconsistent point locations or duplicate (point, source, time) rows.
+            inconsistent point locations or duplicate (point, source, time) rows; with
+            `check_units`, coordinates out of range and bands in the wrong unit.
     """
     path = str(path)
     table = pq.read_table(path)
@@ -161,6 +172,8 @@ def read_point_table(
     lat = _numbers(table, "lat", path, np.float64)
     time = _times_ms(table, path)
     null_time = time == np.iinfo(np.int64).min
+    if check_units:
+        check_coordinates(lon, lat, path)
 
     unknown = sorted(set(source) - set(sensors.SOURCE_IDS))
     if unknown:
@@ -226,11 +239,51 @@ def read_point_table(
         for name in sensor.band_names:
             if name in table.column_names:
                 col = _numbers(table, name, path, np.float32, allow_null=True)
+                if check_units:
+                    col = _checked_band(sensor.band(name), col, rows, sid, path)
                 values[t_idx, p_idx, 0, sensor.band_index(name)] = col[idx]
         valid = np.zeros((len(times), n, 1), dtype=bool)
         valid[t_idx, p_idx, 0] = np.isfinite(values[t_idx, p_idx, 0]).any(axis=-1)
         frames[sid] = SourceFrames(sid, values, valid, times.astype(np.int64))
     return Observations(sources=frames, point_ids=uniq[order].astype(object), lon=p_lon, lat=p_lat)
+
+
+def check_coordinates(lon: np.ndarray, lat: np.ndarray, path: str) -> None:
+    """ValueError naming the column and the (0-based) row of the first coordinate that is not
+    a finite lon in -180..180 or lat in -90..90."""
+    for name, v, limit in (("lon", lon, 180.0), ("lat", lat, 90.0)):
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(v) <= limit)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            swap = ""
+            if name == "lat" and abs(lat[i]) <= 180 and abs(lon[i]) <= 90:
+                swap = " (lon and lat swapped?)"
+            raise ValueError(
+                f"{path}: column {name!r} row {i}: {v[i]} is outside -{limit:g}..{limit:g}"
+                f"{swap}; {int(bad.sum())} rows are"
+            )
+
+
+def _checked_band(
+    band: sensors.Band, col: np.ndarray, rows: np.ndarray, source: str, path: str
+) -> np.ndarray:
+    """A band column after the unit check over `source`'s rows (ValueError naming the band and
+    the likely mistake), its values outside the physical range masked with a warning."""
+    why = sensors.unit_mistake(band, col[rows])
+    if why is not None:
+        raise ValueError(f"{path}: source {source!r}: {why}")
+    bad = rows & sensors.out_of_range(band, col)
+    if bad.any():
+        lo, hi = band.valid_range
+        warnings.warn(
+            f"{path}: {int(bad.sum())} {source} {band.name} values outside {lo:g}..{hi:g} "
+            f"{band.unit} masked",
+            UserWarning,
+            stacklevel=3,
+        )
+        col = np.where(bad, np.float32(np.nan), col)
+    return col
 
 
 # ---------------------------------------------------------------------------------- writing

@@ -835,8 +835,34 @@ def _encoding(band: sensors.Band, ref: AssetRef) -> sensors.Encoding:
 _READ_ERRORS = (rasterio.errors.RasterioError, CPLE_BaseError, OSError)
 
 
+# rasterio's wrapper messages, which only point at the GDAL error underneath.
+_GENERIC_ERRORS = ("see previous exception", "read or write failed")
+
+
+def error_reason(e: BaseException) -> str:
+    """A one-line reason for `e` that carries the underlying error: rasterio raises
+    "Read failed. See previous exception for details." from GDAL's message, so the chain
+    (__cause__, else __context__) is walked and its informative messages kept, outermost
+    first, with the innermost (the root cause, e.g. libtiff's) appended when it differs."""
+    messages: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        text = str(cur).strip()
+        line = text.splitlines()[0] if text else ""
+        if line and not any(g in line.lower() for g in _GENERIC_ERRORS) and line not in messages:
+            messages.append(line)
+        cur = cur.__cause__ or cur.__context__
+    if not messages:
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if len(messages) == 1:
+        return messages[0]
+    return f"{messages[0]} ({messages[-1]})"
+
+
 def _asset_error(item: ItemRef, key: str, href: str, e: BaseException) -> AssetReadError:
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    reason = error_reason(e)
     ref = item.assets.get(key)
     if ref is not None and ref.key is not None:  # a provider's asset: name its own key
         reason = providers.explain(reason, ref, item.access)
@@ -863,6 +889,43 @@ def _opener(ref: AssetRef, access: providers.Access) -> Callable[[], str] | None
     return functools.partial(providers.open_path, ref, access)
 
 
+def _mask_unphysical(
+    item: ItemRef,
+    band: sensors.Band,
+    stored: np.ndarray,
+    src: np.ndarray,
+    masked: dict[str, int] | None,
+) -> None:
+    """Mask (NaN, in place) decoded values that are not measurements, and count them in
+    `masked[band name]`: a saturated integer (the dtype's maximum, e.g. 65535 in a uint16
+    reflectance asset) and anything outside the band's physical range (a float 3e38 block).
+
+    Raises:
+        AssetReadError: the window's median is outside the range and a unit mistake explains
+            it (an asset in DN where its raster:bands state no scale): its frame is
+            invalidated with the band and the mistake named, instead of masked silently.
+    """
+    n = 0
+    if np.issubdtype(stored.dtype, np.integer):
+        saturated = stored == np.iinfo(stored.dtype).max
+        if saturated.any():
+            src[saturated] = np.nan
+            n += int(saturated.sum())
+    bad = sensors.out_of_range(band, src)
+    if bad.any():
+        lo, hi = band.valid_range
+        median = float(np.nanmedian(src))
+        if not lo <= median <= hi:
+            nonnegative = not (src < 0).any()
+            if (mistake := sensors.likely_unit_mistake(band, median, nonnegative)) is not None:
+                why = f"{band.name} median {median:.4g} looks like {mistake.looks_like}; {mistake.fix}"
+                raise AssetReadError(item.id, band.name, item.assets[band.name].href, why)
+        src[bad] = np.nan
+        n += int(bad.sum())
+    if n and masked is not None:
+        masked[band.name] = masked.get(band.name, 0) + n
+
+
 def _load_asset(
     item: ItemRef,
     key: str,
@@ -870,9 +933,12 @@ def _load_asset(
     *,
     encoding: sensors.Encoding | None,
     resampling: Resampling,
+    band: sensors.Band | None = None,
+    masked: dict[str, int] | None = None,
 ) -> np.ndarray | _Warp:
     """Read and decode the window of one asset that `dst` needs: the plane on `dst`'s grid
-    where a fast path gives it (or the asset misses `dst`), else the `_Warp` to run."""
+    where a fast path gives it (or the asset misses `dst`), else the `_Warp` to run. With
+    `band`, values that are not measurements are masked and counted (`_mask_unphysical`)."""
     ref = item.assets.get(key)
     if ref is None:
         raise AssetReadError(item.id, key, None, f"item has no asset {key!r}")
@@ -901,6 +967,8 @@ def _load_asset(
         # A nodata code the file itself declares is missing too.
         if opened.nodata is not None and not np.isnan(opened.nodata):
             src[stored == opened.nodata] = np.nan
+        if band is not None:
+            _mask_unphysical(item, band, stored, src, masked)
     grid = _aligned_grid(opened, dst, resampling)
     if grid is not None and src.dtype == dtype:
         col, row, fx, fy = grid
@@ -1032,10 +1100,20 @@ def _frame_geometry(sensor: sensors.Sensor, group: Sequence[ItemRef]) -> dict[st
 
 
 def _read_item(
-    sensor: sensors.Sensor, item: ItemRef, dst: GridWindow
+    sensor: sensors.Sensor,
+    item: ItemRef,
+    dst: GridWindow,
+    *,
+    expected: Iterable[str] = (),
+    masked: dict[str, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One item on the padded grid -> (values (H, W, C) registry units, valid (H, W),
-    observed (H, W): any band finite)."""
+    observed (H, W): any band finite).
+
+    `expected`: band names the item must have an asset for (its source's other items have
+    them): a dropped asset key raises instead of reading as a missing band. `masked` counts
+    the values masked as not measurements, by band name.
+    """
     stored = [b for b in sensor.stored_bands if b.name in item.assets]
     if not stored:
         raise AssetReadError(
@@ -1043,6 +1121,14 @@ def _read_item(
             ",".join(b.name for b in sensor.stored_bands),
             None,
             f"no asset for any band of {sensor.id!r}; assets {sorted(item.assets)}",
+        )
+    if dropped := [b for b in expected if b not in item.assets]:
+        raise AssetReadError(
+            item.id,
+            ",".join(dropped),
+            None,
+            f"no asset for band(s) {', '.join(dropped)} of {sensor.id!r}, which its other "
+            f"items have; assets {sorted(item.assets)}",
         )
     missing = np.full(dst.shape, np.nan, dtype=np.float32)
     planes: dict[str, np.ndarray] = {}
@@ -1057,6 +1143,8 @@ def _read_item(
             dst,
             encoding=_encoding(band, item.assets[band.name]),
             resampling=resampling,
+            band=band,
+            masked=masked,
         )
         if isinstance(got, np.ndarray):
             planes[band.name] = got
@@ -1117,6 +1205,7 @@ def read_source(
     *,
     on_error: OnError = "raise",
     errors: list[str] | None = None,
+    masked: dict[str, int] | None = None,
 ) -> SourceFrames:
     """Read one source's observations of a period onto a grid window.
 
@@ -1131,13 +1220,20 @@ def read_source(
             a missing, unreadable or corrupt asset; 'invalidate' marks that frame invalid
             (valid False, values NaN), logs, and appends 'item/asset: reason' to `errors`.
         errors: list to append error strings to in 'invalidate' mode.
+        masked: dict to add, per 'source/band', the count of source pixels masked as not
+            measurements: saturated integers, values outside the band's physical range
+            (`sensors.Band.valid_range`). A window whose median is outside the range in a
+            way a unit mistake explains (DN stated without scale) fails that item's read.
 
     Returns:
         SourceFrames in registry units and band order, frames in time order. Items of one
         acquisition (datetimes within `SAME_ACQUISITION_MS`) merge into one frame at the
         earliest time, the first clear pixel winning; frames that hold no data in the window
         (outside every footprint) are left out; no items give T = 0 frames. Bands an item has
-        no asset for are NaN; derived bands (slope) come from the resampled elevation.
+        no asset for are NaN; derived bands (slope) come from the resampled elevation. A
+        failed item invalidates its own frame only. An own-contract item that lacks a band
+        asset the source's other items (of this read) have is a failed read, not a missing
+        band.
     """
     sensor = sensors.get_sensor(source_id)
     if on_error not in ("raise", "invalidate"):
@@ -1150,6 +1246,10 @@ def read_source(
     )
     dst = _padded(window, _DST_PAD)
     crop = (slice(_DST_PAD, _DST_PAD + window.height), slice(_DST_PAD, _DST_PAD + window.width))
+    # Bands the own-contract items of this read have: one that lacks them dropped a key.
+    own = [r for r in refs if r.provider == providers.OWN]
+    expected = tuple(b.name for b in sensor.stored_bands if any(b.name in r.assets for r in own))
+    counts: dict[str, int] = {}
     frames_v, frames_m, times, geoms = [], [], [], []
     with rasterio.Env(**GDAL_ENV):
         for group in _group_acquisitions(refs, sensor.is_static):
@@ -1157,7 +1257,13 @@ def read_source(
             failed = False
             for ref in sorted(group, key=lambda r: r.id):
                 try:
-                    v, m, seen = _read_item(sensor, ref, dst)
+                    v, m, seen = _read_item(
+                        sensor,
+                        ref,
+                        dst,
+                        expected=expected if ref.provider == providers.OWN else (),
+                        masked=counts,
+                    )
                 except AssetReadError as e:
                     if on_error == "raise":
                         raise
@@ -1188,6 +1294,10 @@ def read_source(
             frames_m.append(valid)
             times.append(sensors.STATIC_TIME_MS if sensor.is_static else group[0].time_ms)
             geoms.append(_frame_geometry(sensor, group))
+    if masked is not None:
+        for band, n in counts.items():
+            key = f"{source_id}/{band}"
+            masked[key] = masked.get(key, 0) + n
     if not frames_v:
         return _empty_frames(sensor, window)
     return SourceFrames(
@@ -1220,13 +1330,17 @@ def read_observations(
             are listed in `Observations.errors`.
 
     Returns:
-        Observations over the window, one SourceFrames per source.
+        Observations over the window, one SourceFrames per source; `out_of_range` counts the
+        values masked as not measurements (see `read_source`).
     """
     if sources is None:
         sources = [s for s in sensors.SOURCE_IDS if s in catalog.sources]
     errors: list[str] = []
+    masked: dict[str, int] = {}
     frames = {
-        s: read_source(catalog, s, window, start_ms, end_ms, on_error=on_error, errors=errors)
+        s: read_source(
+            catalog, s, window, start_ms, end_ms, on_error=on_error, errors=errors, masked=masked
+        )
         for s in sources
     }
-    return Observations(sources=frames, window=window, errors=errors)
+    return Observations(sources=frames, window=window, errors=errors, out_of_range=masked)

@@ -11,7 +11,7 @@ import pytest
 
 from model import bundle as bundle_mod
 from model import export, features, load_bundle, modules
-from schemas import examples
+from schemas import examples, sensors
 from schemas.grid import GridWindow
 from schemas.observations import Observations, SourceFrames
 
@@ -21,10 +21,61 @@ def bundle_dir(tmp_path_factory, small_config):
     c = small_config()
     m = modules.create_model(c)
     params = m.init(jax.random.key(0), features.empty_inputs(1, 2, 4), jax.random.key(1))
-    stats = {"sentinel1": {"VV": {"mean": -10.0, "std": 3.0, "count": 5}}}
+    stats = _full_stats()
+    stats["sentinel1"]["VV"] = {"mean": -10.0, "std": 3.0, "count": 5}
     out = tmp_path_factory.mktemp("b") / "bundle"
     export.write_bundle(str(out), params["params"], c.to_dict(), stats, step=7)
     return out
+
+
+def _full_stats() -> dict:
+    """Statistics for every band of every source (a bundle must have them for what it embeds)."""
+    return {
+        s: {b: {"mean": 0.0, "std": 1.0, "count": 1} for b in sensors.get_sensor(s).band_names}
+        for s in sensors.SOURCE_IDS
+    }
+
+
+def test_stats_lacking_an_embedded_source_are_rejected_at_load(tmp_path, small_config):
+    """Issue 27, case 4: a stats.json without Sentinel-2 normalized S2 with mean 0 / std 1
+    silently; now the bundle is refused naming the source, unless it does not embed it."""
+    c = small_config()
+    params = modules.create_model(c).init(
+        jax.random.key(0), features.empty_inputs(1, 2, 4), jax.random.key(1)
+    )["params"]
+    stats = _full_stats()
+    del stats["sentinel2_l2a"]
+    out = tmp_path / "no_s2"
+    export.write_bundle(str(out), params, c.to_dict(), stats, step=1)
+    with pytest.raises(bundle_mod.BundleError, match="no statistics for source 'sentinel2_l2a'"):
+        load_bundle(str(out))
+    stats = _full_stats()
+    stats["sentinel1"]["VH"]["count"] = 0
+    export.write_bundle(str(out), params, c.to_dict(), stats, step=1)
+    with pytest.raises(bundle_mod.BundleError, match="'sentinel1' band 'VH' has no usable"):
+        load_bundle(str(out))
+    # A source the bundle leaves out needs no statistics.
+    stats = _full_stats()
+    del stats["cop_dem"]
+    d = c.to_dict()
+    d["model"]["embed_without"] = "cop_dem"
+    export.write_bundle(str(out), params, d, stats, step=1)
+    assert load_bundle(str(out)).embed_without == ("cop_dem",)
+
+
+def test_observed_non_finite_embedding_comes_out_inf(bundle_dir):
+    """NaN rows mean 'no observation'; an observed pixel whose embedding is not finite is
+    inf, so embed can dead-letter its chip instead of writing nodata."""
+    b = load_bundle(str(bundle_dir))
+    obs = _obs(8, 8)
+    obs.sources["sentinel1"].values[:, 3, 4, 0] = 3e38  # overflows the normalized inputs
+    x = b.prepare(obs, t_start_ms=1672531200000, t_end_ms=1704067200000)
+    emb = b.embed_batch(b.pad_batch([x], 1))[0]
+    assert np.isnan(emb[0, 0]).all()  # never observed
+    # The overflow spreads through the model's spatial context: every observed pixel fails.
+    observed = np.ones((8, 8), bool)
+    observed[0, 0] = False
+    assert np.isinf(emb[observed]).all()
 
 
 def _obs(h, w, seed=0):

@@ -306,10 +306,10 @@ def load_bundle(path: str, compute_dtype: str = "float32") -> Bundle:
         meta = json.load(f)
     if int(meta.get("bundle_format", -1)) != export.BUNDLE_FORMAT:
         raise BundleError(f"{meta_path}: bundle_format {meta.get('bundle_format')} is unknown")
-    if int(meta.get("schema_version", -1)) != examples.SCHEMA_VERSION:
+    if int(meta.get("schema_version", -1)) not in examples.PARSED_SCHEMA_VERSIONS:
         raise BundleError(
             f"{meta_path}: made for example schema {meta.get('schema_version')}, this code "
-            f"reads {examples.SCHEMA_VERSION}"
+            f"reads {examples.SCHEMA_VERSION} (and models of {examples.PARSED_SCHEMA_VERSIONS})"
         )
     digests = {}
     for name in export.BUNDLE_FILES:

@@ -94,27 +94,28 @@ def tf_feature_spec(
     return out
 
 
-def _wrap_int32(tf, x):
-    """int64 tensor modulo 2^32, as the int32 value it stands for (still int64)."""
-    return tf.bitwise.bitwise_and(x + (1 << 31), 0xFFFFFFFF) - (1 << 31)
-
-
 def _tf_unplanes(tf, data, n: int, count: int):
-    """[B] strings of `count` x four byte planes of n values -> [B, count, n] int64 zigzags."""
+    """[B] strings of `count` x four byte planes of n values -> [B, count, n] uint32."""
     b = tf.io.decode_raw(data, tf.uint8)  # [B, count * 4 * n]
     b = tf.transpose(tf.reshape(b, [-1, count, 4, n]), [0, 1, 3, 2])
-    return tf.cast(tf.bitcast(b, tf.uint32), tf.int64)
+    return tf.bitcast(b, tf.uint32)
 
 
 def _tf_unzigzag(tf, z):
+    """Zigzag codes -> the int32 they stand for, as uint32 (two's complement, modulo 2^32)."""
+    one = tf.constant(1, tf.uint32)
     return tf.bitwise.bitwise_xor(
-        tf.bitwise.right_shift(z, 1), -tf.bitwise.bitwise_and(z, tf.constant(1, tf.int64))
+        tf.bitwise.right_shift(z, one), tf.constant(0, tf.uint32) - tf.bitwise.bitwise_and(z, one)
     )
 
 
 def decode_values(source: str, data, valid, band_valid):
     """TF twin of `examples.decode_values`: [B] `{s}/values` strings, [B, T, P, P] valid and
-    [B, T, C] band_valid -> [B, T, P, P, C] float32, bit-identical to the numpy decoder."""
+    [B, T, C] band_valid -> [B, T, P, P, C] float32, bit-identical to the numpy decoder.
+
+    Integer arithmetic is uint32 (wraps modulo 2^32, as the codec is defined), the
+    reconstruction float32 multiply and add.
+    """
     import tensorflow as tf
 
     shape = valid.shape[1:]  # T, P, P
@@ -127,16 +128,16 @@ def decode_values(source: str, data, valid, band_valid):
     for c, codec in enumerate(codecs):
         d = tf.reshape(planes[:, c], [-1, *shape])
         for _ in range(codec.order_y):
-            d = _wrap_int32(tf, tf.cumsum(d, axis=-2))
+            d = tf.cumsum(d, axis=-2)
         for _ in range(codec.order_x):
-            d = _wrap_int32(tf, tf.cumsum(d, axis=-1))
+            d = tf.cumsum(d, axis=-1)
         if codec.mode == "scaled":
             res = tf.reshape(planes[:, k], [-1, *shape])
             k += 1
-            r = tf.cast(d, tf.float32) * tf.constant(codec.step, tf.float32)
+            r = tf.cast(tf.bitcast(d, tf.int32), tf.float32) * tf.constant(codec.step, tf.float32)
             r = r + tf.constant(codec.offset, tf.float32)
-            d = _wrap_int32(tf, tf.cast(tf.bitcast(r, tf.int32), tf.int64) + res)
-        out.append(tf.bitcast(tf.cast(d, tf.int32), tf.float32))
+            d = tf.bitcast(r, tf.uint32) + res
+        out.append(tf.bitcast(d, tf.float32))
     values = tf.stack(out, axis=-1)
     usable = tf.logical_and(valid[..., None], band_valid[:, :, None, None, :])
     return tf.where(usable, values, tf.zeros_like(values))

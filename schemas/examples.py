@@ -254,6 +254,24 @@ def valid_masks(valid: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.n
     return ok, band_valid
 
 
+def _padding_arrays(
+    source: str, lead: tuple[int, ...], t_max: int, spatial: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    """A source's all-padding feature arrays (see the module table), with leading dims `lead`."""
+    sensor = sensors.get_sensor(source)
+    c, g = len(sensor.bands), len(sensor.geometry)
+    out = {
+        f"{source}/values": np.zeros((*lead, t_max, *spatial, c), dtype=np.float32),
+        f"{source}/valid": np.zeros((*lead, t_max, *spatial), dtype=bool),
+        f"{source}/times_ms": np.zeros((*lead, t_max), dtype=np.int64),
+        f"{source}/frame_valid": np.zeros((*lead, t_max), dtype=bool),
+        f"{source}/band_valid": np.zeros((*lead, t_max, c), dtype=bool),
+    }
+    if g:
+        out[f"{source}/geometry"] = np.zeros((*lead, t_max, g), dtype=np.float32)
+    return out
+
+
 def _source_arrays(
     frames: SourceFrames | None,
     *,
@@ -264,14 +282,11 @@ def _source_arrays(
 ) -> dict[str, np.ndarray]:
     """One source's padded feature arrays (see the module table)."""
     sensor = sensors.get_sensor(source)
-    t_max = num_frames(source, max_frames)
-    c, g = len(sensor.bands), len(sensor.geometry)
-    values = np.zeros((t_max, patch_size, patch_size, c), dtype=np.float32)
-    valid = np.zeros((t_max, patch_size, patch_size), dtype=bool)
-    times = np.zeros((t_max,), dtype=np.int64)
-    frame_valid = np.zeros((t_max,), dtype=bool)
-    band_valid = np.zeros((t_max, c), dtype=bool)
-    geometry = np.zeros((t_max, g), dtype=np.float32)
+    out = _padding_arrays(source, (), num_frames(source, max_frames), (patch_size, patch_size))
+    values, valid = out[f"{source}/values"], out[f"{source}/valid"]
+    times, frame_valid = out[f"{source}/times_ms"], out[f"{source}/frame_valid"]
+    band_valid, geometry = out[f"{source}/band_valid"], out.get(f"{source}/geometry")
+    t_max = len(times)
     if frames is not None and frames.num_frames > 0:
         if frames.spatial_shape != (patch_size, patch_size):
             raise ValueError(
@@ -293,15 +308,6 @@ def _source_arrays(
         frame_valid[:n] = True
         for j, name in enumerate(sensor.geometry):
             geometry[:n, j] = np.nan_to_num(frames.geometry[name][idx], nan=0.0)
-    out = {
-        f"{source}/values": values,
-        f"{source}/valid": valid,
-        f"{source}/times_ms": times,
-        f"{source}/frame_valid": frame_valid,
-        f"{source}/band_valid": band_valid,
-    }
-    if g:
-        out[f"{source}/geometry"] = geometry
     return out
 
 
@@ -377,6 +383,97 @@ def example_features(
     feats["target/landcover"] = lc
     feats["target/class_id"] = np.array(class_id, np.int64)
     feats["target/text"] = np.array(text.encode(), dtype=object)
+    return feats
+
+
+def _chosen_ranks(n_cand: int, max_frames: int, rng_key: list[int]) -> np.ndarray:
+    """Which of `n_cand` all-clear candidates `select_frames` keeps (a bool mask by rank).
+
+    A point's frames are clear (1.0) or not (0.0), so its draw depends only on its number of
+    candidates: the same generator, the first n_cand uniforms, weights 1.
+    """
+    if n_cand <= max_frames:
+        return np.ones(n_cand, bool)
+    chosen = select_frames(np.ones(n_cand), max_frames, np.random.default_rng(rng_key))
+    out = np.zeros(n_cand, bool)
+    out[chosen] = True
+    return out
+
+
+def _point_source_arrays(
+    frames: SourceFrames | None, *, source: str, n: int, max_frames: int, rng_key: list[int]
+) -> dict[str, np.ndarray]:
+    """`_source_arrays` of every point of a point set at once: each point's arrays (leading
+    dimension N) equal those of `_source_arrays` on that point alone, with the same rng."""
+    sensor = sensors.get_sensor(source)
+    t_max = num_frames(source, max_frames)
+    out = _padding_arrays(source, (n,), t_max, (1, 1))
+    values, valid = out[f"{source}/values"], out[f"{source}/valid"]
+    times, frame_valid = out[f"{source}/times_ms"], out[f"{source}/frame_valid"]
+    band_valid, geometry = out[f"{source}/band_valid"], out.get(f"{source}/geometry")
+    if frames is not None and frames.num_frames > 0:
+        if frames.spatial_shape != (n, 1):
+            raise ValueError(f"{source}: frames are {frames.spatial_shape} px, not {n} points")
+        frames = frames.with_registry_bands()
+        order = np.argsort(frames.times_ms, kind="stable")
+        v = sensors.model_transform(source, frames.values[order][:, :, 0])  # (T, N, C)
+        finite = np.isfinite(v)
+        has_band = frames.valid[order][:, :, 0, None] & finite  # (T, N, C): 1 px per point
+        ok = np.all(finite | ~has_band, axis=-1) & has_band.any(-1)  # (T, N)
+        rank = np.cumsum(ok, axis=0) - 1  # a candidate's place among its point's candidates
+        n_cand = ok.sum(axis=0)
+        chosen = ok.copy()
+        for m in np.unique(n_cand[n_cand > t_max]):
+            cols = np.flatnonzero(n_cand == m)
+            keep = _chosen_ranks(int(m), t_max, rng_key)
+            sub = ok[:, cols]
+            chosen[:, cols] = sub & keep[np.where(sub, rank[:, cols], 0)]
+        pos = np.cumsum(chosen, axis=0) - 1  # output frame of a chosen frame
+        t_idx, p_idx = np.nonzero(chosen)
+        out_t = pos[t_idx, p_idx]
+        keep_v = has_band[t_idx, p_idx]  # ok is True where chosen
+        values[p_idx, out_t, 0, 0] = np.where(keep_v, v[t_idx, p_idx], 0.0)
+        valid[p_idx, out_t, 0, 0] = True
+        band_valid[p_idx, out_t] = keep_v
+        times[p_idx, out_t] = frames.times_ms[order][t_idx]
+        frame_valid[p_idx, out_t] = True
+        for j, name in enumerate(sensor.geometry):
+            geo = np.nan_to_num(frames.geometry[name][order], nan=0.0)
+            geometry[p_idx, out_t, j] = geo[t_idx]
+    return out
+
+
+def point_set_features(
+    obs: Observations, *, t_start_ms: int, t_end_ms: int, max_frames: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """A point set (H = N, W = 1) -> the source arrays and `valid_period` of N P = 1 examples,
+    stacked (leading dimension N), all at once.
+
+    Point i's arrays equal `example_features` of point i alone with the same period, T_max
+    and seed (tests/schemas/test_examples_points.py), so a point's inputs never depend on
+    which points share the call. Location, sample and target features are not built.
+    """
+    if t_end_ms <= t_start_ms:
+        raise ValueError(f"valid period end {t_end_ms} is not after start {t_start_ms}")
+    n, w = obs.spatial_shape
+    if w != 1:
+        raise ValueError(f"a point set has W = 1; got {n} x {w} px")
+    feats: dict[str, np.ndarray] = {
+        "valid_period": np.tile(np.array([t_start_ms, t_end_ms], np.int64), (n, 1))
+    }
+    for k, source in enumerate(sensors.SOURCE_IDS):
+        frames = obs.sources.get(source)
+        if frames is not None:
+            frames = frames.select_time(int(t_start_ms), int(t_end_ms))
+        feats.update(
+            _point_source_arrays(
+                frames,
+                source=source,
+                n=n,
+                max_frames=max_frames,
+                rng_key=[int(seed) & 0xFFFFFFFF, k],
+            )
+        )
     return feats
 
 

@@ -11,8 +11,9 @@ batches of exactly `batch_size` items (the last one padded with empty inputs, so
 function compiles once per chip size), and returns per request a float32 array of unit vectors:
 (P, P, 64) for a window, (N, 64) for a point set, NaN where a pixel had no valid observation.
 
-Points are prepared one at a time, so a point's inputs never depend on which points share its
-request (the output does not change with --batch-size).
+Points are prepared all at once per request (vectorized; `bundle.prepare_points`), and a
+point's inputs never depend on which points share its request (the output does not change
+with --batch-size).
 
 Loading: once per process (a bundle on gs:// is first copied to a local folder); Beam's
 RunInference keeps the loaded model in a per-process shared cache. `share_across_processes=True`
@@ -202,17 +203,13 @@ def prepare_items(bundle: EmbeddingBundle, request: EmbedRequest) -> list[dict[s
                 seed=request.seed,
             )
         ]
-    items = []
-    for i in range(request.num_items):
-        # One point at a time: a point's inputs (its frame draw) cannot depend on which
-        # other points share its request, so the output does not depend on the chunking.
-        one = bundle.prepare_points(
-            take_points(request.obs, i, i + 1),
-            t_start_ms=request.t_start_ms,
-            t_end_ms=request.t_end_ms,
-        )
-        items.append({k: np.asarray(v)[0] for k, v in one.items()})
-    return items
+    # All points of the request at once; a point's inputs (its frame draw) do not depend on
+    # which other points share the request, so the output does not depend on the chunking.
+    stacked = bundle.prepare_points(
+        request.obs, t_start_ms=request.t_start_ms, t_end_ms=request.t_end_ms
+    )
+    arrays = {k: np.asarray(v) for k, v in stacked.items()}
+    return [{k: v[i] for k, v in arrays.items()} for i in range(request.num_items)]
 
 
 def embed_items(

@@ -12,7 +12,8 @@ as they were. Every figure is printed with the command that produced it, the dat
 machine. The quality benchmarks evaluate the shipped bundle (model/weights/tiny) against the
 designed-feature baselines and write their full report (JSON, markdown tables, PNG) under
 `--out-root`; the embed benchmark simulates the demo region there (unless `--embed-stac` names
-a catalog) and runs benchmarks/embed_speed.py. With `--reuse`, a results.json or
+a catalog) and runs benchmarks/embed_speed.py; the cost benchmark prices the embed
+benchmark's measured end-to-end rate (benchmarks/cost.py; it needs its embed_speed.json). With `--reuse`, a results.json or
 embed_speed.json made by the same command is rendered instead of rerun. A benchmark that
 fails gets its error in its section, and the run exits non-zero. On 2 CPU cores a full run takes about 45 minutes (each simulated quality
 region about 11, the embed benchmark about 5, the index benchmark about 5).
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from benchmarks import embed_speed, index_bench, speed
+from benchmarks import cost, embed_speed, index_bench, speed
 from evaluation import evaluate, report
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,21 @@ def _index(opts: argparse.Namespace) -> str:
     return index_bench.markdown(json.loads(path.read_text()))
 
 
+def _cost(opts: argparse.Namespace) -> str:
+    """The cost table from the embed benchmark's measured end-to-end rate (run it first)."""
+    work = opts.embed_work or str(Path(opts.out_root) / "embed_speed")
+    path = Path(work) / "embed_speed.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no embed benchmark result to price; run `--only embed,cost` "
+            "(or pass the same --embed-work / --out-root as the embed run)"
+        )
+    rate, vcpus, what = cost.from_embed_speed(json.loads(path.read_text()))
+    return cost.markdown(
+        rate, vcpus, what=what, command=f"python -m benchmarks.cost --from-json {path}"
+    )
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
@@ -242,6 +258,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("speed", "Speed", _speed),
         Benchmark("embed", "Embed: end-to-end throughput against the bare model", _embed),
         Benchmark("index", "Index: ANN recall, build, size, latency; planet projection", _index),
+        Benchmark("cost", "Cost per area", _cost),
     )
 }
 

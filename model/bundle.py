@@ -36,6 +36,7 @@ from schemas.observations import Observations
 
 DEFAULT_CHIP = 128
 DEFAULT_HALO = 16
+POINT_CHUNK = 256  # points per pixel-summary call of prepare_points (one compiled shape)
 _NO_LOCATION = examples.Location(0, 0, 0, 0.0, 0.0)
 
 
@@ -181,17 +182,44 @@ class Bundle:
     def prepare_points(
         self, obs: Observations, *, t_start_ms: int, t_end_ms: int
     ) -> dict[str, np.ndarray]:
-        """A point set (H = N, W = 1) -> stacked P = 1 inputs, leading dimension N."""
-        n, _ = obs.spatial_shape
-        items = []
-        for i in range(n):
-            one = Observations(
-                sources={s: f.crop(slice(i, i + 1), slice(0, 1)) for s, f in obs.sources.items()},
-                point_ids=np.array([f"p{i}"]),
+        """A point set (H = N, W = 1) -> stacked P = 1 inputs, leading dimension N.
+
+        All points at once (`examples.point_set_features`, the summary in fixed chunks);
+        point i's inputs are those `prepare` makes of point i alone, so they never depend on
+        which points share the call (one seed for all).
+        """
+        if drop := self.embed_without:
+            obs = obs.without(drop)
+        feats = examples.point_set_features(
+            obs, t_start_ms=int(t_start_ms), t_end_ms=int(t_end_ms), max_frames=self.max_frames
+        )
+        item = {k: feats[k] for k in features.example_keys()}
+        n = self.summary_max_frames
+        if n > self.max_frames:
+            big = examples.point_set_features(
+                obs, t_start_ms=int(t_start_ms), t_end_ms=int(t_end_ms), max_frames=n
             )
-            # One seed for all: a point's inputs must not depend on its place in the set.
-            items.append(self.prepare(one, t_start_ms=t_start_ms, t_end_ms=t_end_ms))
-        return self.stack(items)
+            item["pixel_summary"] = self._point_summaries(
+                {k: big[k] for k in features.example_keys()}, n
+            )
+        return item
+
+    def _point_summaries(self, feats: Mapping[str, np.ndarray], max_frames: int) -> np.ndarray:
+        """(N, 1, 1, F) pixel summaries of stacked P = 1 examples, in padded chunks of
+        POINT_CHUNK (one compiled shape)."""
+        total = len(feats["valid_period"])
+        out = []
+        for i in range(0, total, POINT_CHUNK):
+            part = {k: v[i : i + POINT_CHUNK] for k, v in feats.items()}
+            m = len(part["valid_period"])
+            if m < POINT_CHUNK:
+                part = {
+                    k: np.concatenate([v, np.repeat(v[:1], POINT_CHUNK - m, axis=0)])
+                    for k, v in part.items()
+                }
+            inputs = features.to_model_inputs(part, self._norm, max_frames=max_frames)
+            out.append(np.asarray(self._summary(inputs), np.float32)[:m])
+        return np.concatenate(out)
 
     @staticmethod
     def stack(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -343,10 +371,10 @@ def load_bundle(path: str, compute_dtype: str = "float32") -> Bundle:
         meta = json.load(f)
     if int(meta.get("bundle_format", -1)) != export.BUNDLE_FORMAT:
         raise BundleError(f"{meta_path}: bundle_format {meta.get('bundle_format')} is unknown")
-    if int(meta.get("schema_version", -1)) != examples.SCHEMA_VERSION:
+    if int(meta.get("schema_version", -1)) not in examples.PARSED_SCHEMA_VERSIONS:
         raise BundleError(
             f"{meta_path}: made for example schema {meta.get('schema_version')}, this code "
-            f"reads {examples.SCHEMA_VERSION}"
+            f"reads {examples.SCHEMA_VERSION} (and models of {examples.PARSED_SCHEMA_VERSIONS})"
         )
     digests = {}
     for name in export.BUNDLE_FILES:

@@ -77,16 +77,82 @@ def open_data_dir(path: str) -> DataDir:
 def tf_feature_spec(
     *, patch_size: int, max_frames: int, sources: Sequence[str] = sensors.SOURCE_IDS
 ) -> dict:
-    """name -> tf.io.FixedLenFeature for `tf.io.parse_example` (imports TensorFlow)."""
+    """name -> tf.io.FixedLenFeature of the stored features (imports TensorFlow).
+
+    Coded values and packed masks are one bytes value each; `parse_examples` decodes them.
+    """
     import tensorflow as tf
 
     kinds = {"float": tf.float32, "int64": tf.int64, "bytes": tf.string}
-    return {
-        name: tf.io.FixedLenFeature(list(f.shape), kinds[f.stored])
-        for name, f in examples.feature_layout(
-            patch_size=patch_size, max_frames=max_frames, sources=sources
-        ).items()
-    }
+    out = {}
+    layout = examples.feature_layout(patch_size=patch_size, max_frames=max_frames, sources=sources)
+    for name, f in layout.items():
+        if f.stored in ("codec", "bits"):
+            out[name] = tf.io.FixedLenFeature([], tf.string)
+        else:
+            out[name] = tf.io.FixedLenFeature(list(f.shape), kinds[f.stored])
+    return out
+
+
+def _tf_unplanes(tf, data, n: int, count: int):
+    """[B] strings of `count` x four byte planes of n values -> [B, count, n] uint32."""
+    b = tf.io.decode_raw(data, tf.uint8)  # [B, count * 4 * n]
+    b = tf.transpose(tf.reshape(b, [-1, count, 4, n]), [0, 1, 3, 2])
+    return tf.bitcast(b, tf.uint32)
+
+
+def _tf_unzigzag(tf, z):
+    """Zigzag codes -> the int32 they stand for, as uint32 (two's complement, modulo 2^32)."""
+    one = tf.constant(1, tf.uint32)
+    return tf.bitwise.bitwise_xor(
+        tf.bitwise.right_shift(z, one), tf.constant(0, tf.uint32) - tf.bitwise.bitwise_and(z, one)
+    )
+
+
+def decode_values(source: str, data, valid, band_valid):
+    """TF twin of `examples.decode_values`: [B] `{s}/values` strings, [B, T, P, P] valid and
+    [B, T, C] band_valid -> [B, T, P, P, C] float32, bit-identical to the numpy decoder.
+
+    Integer arithmetic is uint32 (wraps modulo 2^32, as the codec is defined), the
+    reconstruction float32 multiply and add.
+    """
+    import tensorflow as tf
+
+    shape = valid.shape[1:]  # T, P, P
+    n = int(np.prod(shape))
+    bands = sensors.get_sensor(source).bands
+    codecs = [examples.band_codec(b) for b in bands]
+    n_res = sum(c.mode == "scaled" for c in codecs)
+    planes = _tf_unzigzag(tf, _tf_unplanes(tf, data, n, len(bands) + n_res))
+    out, k = [], len(bands)
+    for c, codec in enumerate(codecs):
+        d = tf.reshape(planes[:, c], [-1, *shape])
+        for _ in range(codec.order_y):
+            d = tf.cumsum(d, axis=-2)
+        for _ in range(codec.order_x):
+            d = tf.cumsum(d, axis=-1)
+        if codec.mode == "scaled":
+            res = tf.reshape(planes[:, k], [-1, *shape])
+            k += 1
+            r = tf.cast(tf.bitcast(d, tf.int32), tf.float32) * tf.constant(codec.step, tf.float32)
+            r = r + tf.constant(codec.offset, tf.float32)
+            d = tf.bitcast(r, tf.uint32) + res
+        out.append(tf.bitcast(d, tf.float32))
+    values = tf.stack(out, axis=-1)
+    usable = tf.logical_and(valid[..., None], band_valid[:, :, None, None, :])
+    return tf.where(usable, values, tf.zeros_like(values))
+
+
+def unpack_mask(packed, shape: Sequence[int]):
+    """TF twin of `examples.unpack_mask`: [B] strings -> [B, *shape] bool."""
+    import tensorflow as tf
+
+    n = int(np.prod(shape))
+    b = tf.cast(tf.io.decode_raw(packed, tf.uint8), tf.int32)  # [B, ceil(n / 8)]
+    shifts = tf.constant([7, 6, 5, 4, 3, 2, 1, 0], tf.int32)
+    bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(b[..., None], shifts), 1)
+    bits = tf.reshape(bits, [tf.shape(b)[0], -1])[:, :n]
+    return tf.reshape(tf.cast(bits, tf.bool), [-1, *shape])
 
 
 def parse_examples(
@@ -95,32 +161,66 @@ def parse_examples(
     patch_size: int,
     max_frames: int,
     sources: Sequence[str] = sensors.SOURCE_IDS,
+    keys: Sequence[str] | None = None,
 ) -> dict:
     """Serialized examples (a [B] or scalar string tensor) -> name -> tf.Tensor.
 
     Shapes are those of `feature_layout` (with a leading batch dimension for a [B] input);
-    masks (`valid`, `frame_valid`) come back as tf.bool, the rest as stored. Use it in
-    tf.data: `ds.batch(B).map(functools.partial(parse_examples, patch_size=P, max_frames=T))`.
+    masks come back as tf.bool, values as float32 decoded from their stored codes (the
+    arrays `examples.example_features` built, bit for bit), the rest as stored. `keys`: only
+    those features (default all). Records of another schema version fail with an
+    InvalidArgumentError naming both versions. Use it in tf.data:
+    `ds.batch(B).map(functools.partial(parse_examples, patch_size=P, max_frames=T))`.
     """
     import tensorflow as tf
 
-    spec = tf_feature_spec(patch_size=patch_size, max_frames=max_frames, sources=sources)
     serialized = tf.convert_to_tensor(serialized, dtype=tf.string)
-    if serialized.shape.rank == 0:
-        parsed = tf.io.parse_single_example(serialized, spec)
-    else:
-        parsed = tf.io.parse_example(serialized, spec)
+    scalar = serialized.shape.rank == 0
+    batch = serialized[None] if scalar else serialized
     layout = examples.feature_layout(patch_size=patch_size, max_frames=max_frames, sources=sources)
+    spec = tf_feature_spec(patch_size=patch_size, max_frames=max_frames, sources=sources)
+    want = list(keys) if keys is not None else list(layout)
+    needed = set(want)
+    for name in want:  # a source's values decode with its masks
+        if layout[name].stored == "codec":
+            source = name.split("/")[0]
+            needed |= {f"{source}/valid", f"{source}/band_valid"}
+    version = tf.io.parse_example(
+        batch, {"schema_version": tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
+    )["schema_version"]
+    check = tf.debugging.assert_equal(
+        version,
+        tf.constant(examples.SCHEMA_VERSION, tf.int64),
+        message=(
+            f"examples of another schema_version (-1: none); this code reads schema_version "
+            f"{examples.SCHEMA_VERSION} (values in source encodings since 2): rebuild the "
+            "training data with `earthembed build-training-data`"
+        ),
+    )
+    with tf.control_dependencies([check]):
+        parsed = tf.io.parse_example(tf.identity(batch), {n: spec[n] for n in needed})
     out = {}
-    for name, tensor in parsed.items():
-        out[name] = tf.cast(tensor, tf.bool) if layout[name].dtype == "bool" else tensor
-    return out
+    for name in needed:
+        f = layout[name]
+        if f.stored == "bits":
+            out[name] = unpack_mask(parsed[name], f.shape)
+        elif f.dtype == "bool":
+            out[name] = tf.cast(parsed[name], tf.bool)
+        elif f.stored != "codec":
+            out[name] = parsed[name]
+    for name in want:
+        if layout[name].stored == "codec":
+            source = name.split("/")[0]
+            out[name] = decode_values(
+                source, parsed[name], out[f"{source}/valid"], out[f"{source}/band_valid"]
+            )
+    out = {name: out[name] for name in want}
+    return {k: v[0] for k, v in out.items()} if scalar else out
 
 
-def _spec(d: DataDir) -> dict:
-    """The features training reads (the model's inputs and targets) of `tf_feature_spec`."""
-    spec = tf_feature_spec(patch_size=d.patch_size, max_frames=d.max_frames)
-    return {n: spec[n] for n in features.example_keys() + TARGET_KEYS}
+def _keys(d: DataDir) -> list[str]:
+    """The features training reads (the model's inputs and targets)."""
+    return list(features.example_keys() + TARGET_KEYS)
 
 
 def dataset(
@@ -155,9 +255,13 @@ def dataset(
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if skip_records:
         ds = ds.skip(skip_records)
-    spec = _spec(d)
+    keys = _keys(d)
     ds = ds.batch(batch_size, drop_remainder=repeat)
-    ds = ds.map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=2, deterministic=True)
+    ds = ds.map(
+        lambda s: parse_examples(s, patch_size=d.patch_size, max_frames=d.max_frames, keys=keys),
+        num_parallel_calls=2,
+        deterministic=True,
+    )
     return ds.prefetch(2)
 
 

@@ -21,8 +21,8 @@ time-varying source and 1 for a static one):
 | `location/x`, `/y`     | int64     | []           | int64   | top-left corner of the patch, m    |
 | `location/lon`, `/lat` | float     | []           | float32 | patch centre (or the point), deg   |
 | `location/point_id`    | bytes     | []           | string  | point id (point tables), else ''   |
-| `{s}/values`           | float     | [T, P, P, C] | float32 | model-transformed registry units   |
-| `{s}/valid`            | int64 0/1 | [T, P, P]    | bool    | pixel usable (all C bands finite)  |
+| `{s}/values`           | codec     | [T, P, P, C] | float32 | model-transformed registry units   |
+| `{s}/valid`            | bits      | [T, P, P]    | bool    | pixel usable (all C bands finite)  |
 | `{s}/times_ms`         | int64     | [T]          | int64   | acquisition time, ms since epoch   |
 | `{s}/frame_valid`      | int64 0/1 | [T]          | bool    | frame present (not padding)        |
 | `{s}/band_valid`       | int64 0/1 | [T, C]       | bool    | band observed in that frame        |
@@ -32,13 +32,35 @@ time-varying source and 1 for a static one):
 | `target/text`          | bytes     | []           | string  | that class's name, '' unknown      |
 
 Values are in registry units after each band's `sensors.model_transform` (log1p of mm/day for
-precipitation), float32. A band is valid in a frame when the frame has it at all (a product
+precipitation), float32 once parsed. A band is valid in a frame when the frame has it at all (a product
 may lack a band: WorldCereal composites have no B8A); a pixel is valid where the reader
 marked it valid and every valid band of its frame is finite there; a value is usable where
 `valid[t, i, j] & band_valid[t, c]`, and every other value is stored as 0. Frames are sorted by time; real frames come
 first and padding frames (values 0, valid 0, times_ms 0, frame_valid 0) fill up to T_max.
 Only frames with at least one valid pixel are kept. Unknown geometry (NaN) is stored as 0.
 A static source (cop_dem) has one frame at `sensors.STATIC_TIME_MS`.
+
+Storage (schema 2; schema 1 stored values as float_list and masks as int64 0/1, 13.4 MB per
+128 px example gzip). Parsed values are bit-identical to the float32 arrays that were built;
+only the bytes on the wire change. `{s}/valid` is one bytes value, `np.packbits` of the
+row-major mask (big-endian bit order). `{s}/values` is one bytes value: the C band planes, each
+coded by `band_codec` (fixed by the registry, the same for every example):
+
+- "scaled" (bands the registry stores as integers: S2, Landsat, S1): q = round((v - offset) /
+  step) as int32, with step = the registry scale / K, K = 1 for a band native to the 10 m grid
+  and (2 f)^2 for one f times coarser (bilinear onto the 10 m grid makes weights in multiples of
+  1 / (2 f) per axis, so q is the weighted sum of source DNs). The reconstruction r =
+  float32(q) * float32(step) + float32(offset) (float32 arithmetic, `Encoding.decode`'s) is the
+  value itself for a native band read from integer DNs; a residual e = bits(v) - bits(r)
+  (int32, modulo 2^32) makes every value exact whatever the reader did.
+- "bits" (bands stored as floats: DEM, ERA5): q = the float32 bit pattern as int32; no residual.
+
+q is predicted along the rows (x) and columns (y): `order_x` / `order_y` differences modulo
+2^32 (1 / 0 for native bands, 2 / 2 for resampled ones, whose bilinear ramps second
+differences flatten), zigzag-coded, and written as four byte planes (least significant
+first), then the residual planes of "scaled" bands the same way; an unusable value (not valid
+pixel or band) takes its predecessor's q and residual 0 and parses as 0. Byte planes of small
+integers are mostly zeros, which the shards' gzip removes.
 
 This module never imports TensorFlow (Beam workers and light tools import it):
 `example_features` / `serialize_example` build and encode examples with numpy and a small
@@ -59,13 +81,16 @@ from schemas import sensors
 from schemas.grid import PIXEL_SIZE_M, GridWindow, lonlat_to_utm, utm_epsg, utm_to_lonlat
 from schemas.observations import Observations, SourceFrames
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Schema versions whose parsed features are those of SCHEMA_VERSION (2 changed only how values
+# and masks are stored), so a model bundle trained on either reads today's examples.
+PARSED_SCHEMA_VERSIONS = (1, 2)
 DEFAULT_PATCH_SIZE = 128
 # 16 frames of every source keep a 128 x 128 example near 20 MB before compression.
 DEFAULT_MAX_FRAMES = 16
 UNKNOWN_CLASS = -1
 
-StoredKind = Literal["float", "int64", "bytes"]
+StoredKind = Literal["float", "int64", "bytes", "codec", "bits"]
 
 
 # ------------------------------------------------------------------------------- layout
@@ -116,8 +141,8 @@ def feature_layout(
         t = num_frames(source, max_frames)
         c = len(sensor.bands)
         out += [
-            FeatureLayout(f"{source}/values", (t, p, p, c), "float", "float32"),
-            FeatureLayout(f"{source}/valid", (t, p, p), "int64", "bool"),
+            FeatureLayout(f"{source}/values", (t, p, p, c), "codec", "float32"),
+            FeatureLayout(f"{source}/valid", (t, p, p), "bits", "bool"),
             FeatureLayout(f"{source}/times_ms", (t,), "int64", "int64"),
             FeatureLayout(f"{source}/frame_valid", (t,), "int64", "bool"),
             FeatureLayout(f"{source}/band_valid", (t, c), "int64", "bool"),
@@ -137,10 +162,19 @@ def feature_layout(
 def raw_bytes_per_example(
     *, patch_size: int, max_frames: int, sources: Sequence[str] = sensors.SOURCE_IDS
 ) -> int:
-    """Approximate serialized size before compression (4 bytes a float, 1 a mask value)."""
+    """Approximate serialized size before compression (the codec's planes, packed masks)."""
     total = 0
     for f in feature_layout(patch_size=patch_size, max_frames=max_frames, sources=sources).values():
-        total += f.size * (4 if f.stored == "float" else 1 if f.dtype == "bool" else 8)
+        if f.stored == "codec":
+            source = f.name.split("/")[0]
+            planes = sum(
+                1 + (band_codec(b).mode == "scaled") for b in sensors.get_sensor(source).bands
+            )
+            total += 4 * planes * f.size // f.shape[-1]
+        elif f.stored == "bits":
+            total += (f.size + 7) // 8
+        else:
+            total += f.size * (4 if f.stored == "float" else 1 if f.dtype == "bool" else 8)
     return total
 
 
@@ -220,6 +254,24 @@ def valid_masks(valid: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.n
     return ok, band_valid
 
 
+def _padding_arrays(
+    source: str, lead: tuple[int, ...], t_max: int, spatial: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    """A source's all-padding feature arrays (see the module table), with leading dims `lead`."""
+    sensor = sensors.get_sensor(source)
+    c, g = len(sensor.bands), len(sensor.geometry)
+    out = {
+        f"{source}/values": np.zeros((*lead, t_max, *spatial, c), dtype=np.float32),
+        f"{source}/valid": np.zeros((*lead, t_max, *spatial), dtype=bool),
+        f"{source}/times_ms": np.zeros((*lead, t_max), dtype=np.int64),
+        f"{source}/frame_valid": np.zeros((*lead, t_max), dtype=bool),
+        f"{source}/band_valid": np.zeros((*lead, t_max, c), dtype=bool),
+    }
+    if g:
+        out[f"{source}/geometry"] = np.zeros((*lead, t_max, g), dtype=np.float32)
+    return out
+
+
 def _source_arrays(
     frames: SourceFrames | None,
     *,
@@ -230,14 +282,11 @@ def _source_arrays(
 ) -> dict[str, np.ndarray]:
     """One source's padded feature arrays (see the module table)."""
     sensor = sensors.get_sensor(source)
-    t_max = num_frames(source, max_frames)
-    c, g = len(sensor.bands), len(sensor.geometry)
-    values = np.zeros((t_max, patch_size, patch_size, c), dtype=np.float32)
-    valid = np.zeros((t_max, patch_size, patch_size), dtype=bool)
-    times = np.zeros((t_max,), dtype=np.int64)
-    frame_valid = np.zeros((t_max,), dtype=bool)
-    band_valid = np.zeros((t_max, c), dtype=bool)
-    geometry = np.zeros((t_max, g), dtype=np.float32)
+    out = _padding_arrays(source, (), num_frames(source, max_frames), (patch_size, patch_size))
+    values, valid = out[f"{source}/values"], out[f"{source}/valid"]
+    times, frame_valid = out[f"{source}/times_ms"], out[f"{source}/frame_valid"]
+    band_valid, geometry = out[f"{source}/band_valid"], out.get(f"{source}/geometry")
+    t_max = len(times)
     if frames is not None and frames.num_frames > 0:
         if frames.spatial_shape != (patch_size, patch_size):
             raise ValueError(
@@ -259,15 +308,6 @@ def _source_arrays(
         frame_valid[:n] = True
         for j, name in enumerate(sensor.geometry):
             geometry[:n, j] = np.nan_to_num(frames.geometry[name][idx], nan=0.0)
-    out = {
-        f"{source}/values": values,
-        f"{source}/valid": valid,
-        f"{source}/times_ms": times,
-        f"{source}/frame_valid": frame_valid,
-        f"{source}/band_valid": band_valid,
-    }
-    if g:
-        out[f"{source}/geometry"] = geometry
     return out
 
 
@@ -346,6 +386,97 @@ def example_features(
     return feats
 
 
+def _chosen_ranks(n_cand: int, max_frames: int, rng_key: list[int]) -> np.ndarray:
+    """Which of `n_cand` all-clear candidates `select_frames` keeps (a bool mask by rank).
+
+    A point's frames are clear (1.0) or not (0.0), so its draw depends only on its number of
+    candidates: the same generator, the first n_cand uniforms, weights 1.
+    """
+    if n_cand <= max_frames:
+        return np.ones(n_cand, bool)
+    chosen = select_frames(np.ones(n_cand), max_frames, np.random.default_rng(rng_key))
+    out = np.zeros(n_cand, bool)
+    out[chosen] = True
+    return out
+
+
+def _point_source_arrays(
+    frames: SourceFrames | None, *, source: str, n: int, max_frames: int, rng_key: list[int]
+) -> dict[str, np.ndarray]:
+    """`_source_arrays` of every point of a point set at once: each point's arrays (leading
+    dimension N) equal those of `_source_arrays` on that point alone, with the same rng."""
+    sensor = sensors.get_sensor(source)
+    t_max = num_frames(source, max_frames)
+    out = _padding_arrays(source, (n,), t_max, (1, 1))
+    values, valid = out[f"{source}/values"], out[f"{source}/valid"]
+    times, frame_valid = out[f"{source}/times_ms"], out[f"{source}/frame_valid"]
+    band_valid, geometry = out[f"{source}/band_valid"], out.get(f"{source}/geometry")
+    if frames is not None and frames.num_frames > 0:
+        if frames.spatial_shape != (n, 1):
+            raise ValueError(f"{source}: frames are {frames.spatial_shape} px, not {n} points")
+        frames = frames.with_registry_bands()
+        order = np.argsort(frames.times_ms, kind="stable")
+        v = sensors.model_transform(source, frames.values[order][:, :, 0])  # (T, N, C)
+        finite = np.isfinite(v)
+        has_band = frames.valid[order][:, :, 0, None] & finite  # (T, N, C): 1 px per point
+        ok = np.all(finite | ~has_band, axis=-1) & has_band.any(-1)  # (T, N)
+        rank = np.cumsum(ok, axis=0) - 1  # a candidate's place among its point's candidates
+        n_cand = ok.sum(axis=0)
+        chosen = ok.copy()
+        for m in np.unique(n_cand[n_cand > t_max]):
+            cols = np.flatnonzero(n_cand == m)
+            keep = _chosen_ranks(int(m), t_max, rng_key)
+            sub = ok[:, cols]
+            chosen[:, cols] = sub & keep[np.where(sub, rank[:, cols], 0)]
+        pos = np.cumsum(chosen, axis=0) - 1  # output frame of a chosen frame
+        t_idx, p_idx = np.nonzero(chosen)
+        out_t = pos[t_idx, p_idx]
+        keep_v = has_band[t_idx, p_idx]  # ok is True where chosen
+        values[p_idx, out_t, 0, 0] = np.where(keep_v, v[t_idx, p_idx], 0.0)
+        valid[p_idx, out_t, 0, 0] = True
+        band_valid[p_idx, out_t] = keep_v
+        times[p_idx, out_t] = frames.times_ms[order][t_idx]
+        frame_valid[p_idx, out_t] = True
+        for j, name in enumerate(sensor.geometry):
+            geo = np.nan_to_num(frames.geometry[name][order], nan=0.0)
+            geometry[p_idx, out_t, j] = geo[t_idx]
+    return out
+
+
+def point_set_features(
+    obs: Observations, *, t_start_ms: int, t_end_ms: int, max_frames: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """A point set (H = N, W = 1) -> the source arrays and `valid_period` of N P = 1 examples,
+    stacked (leading dimension N), all at once.
+
+    Point i's arrays equal `example_features` of point i alone with the same period, T_max
+    and seed (tests/schemas/test_examples_points.py), so a point's inputs never depend on
+    which points share the call. Location, sample and target features are not built.
+    """
+    if t_end_ms <= t_start_ms:
+        raise ValueError(f"valid period end {t_end_ms} is not after start {t_start_ms}")
+    n, w = obs.spatial_shape
+    if w != 1:
+        raise ValueError(f"a point set has W = 1; got {n} x {w} px")
+    feats: dict[str, np.ndarray] = {
+        "valid_period": np.tile(np.array([t_start_ms, t_end_ms], np.int64), (n, 1))
+    }
+    for k, source in enumerate(sensors.SOURCE_IDS):
+        frames = obs.sources.get(source)
+        if frames is not None:
+            frames = frames.select_time(int(t_start_ms), int(t_end_ms))
+        feats.update(
+            _point_source_arrays(
+                frames,
+                source=source,
+                n=n,
+                max_frames=max_frames,
+                rng_key=[int(seed) & 0xFFFFFFFF, k],
+            )
+        )
+    return feats
+
+
 def example_from_observations(
     obs: Observations,
     *,
@@ -376,6 +507,161 @@ def example_from_observations(
             seed=seed,
         )
     )
+
+
+# ------------------------------------------------------------------------------- value codec
+# How `{s}/values` and `{s}/valid` are stored (module docstring, Storage). Decoding is exact
+# integer arithmetic plus float32 multiply-add; model/input_pipeline.py does the same in TF.
+
+_U32 = 0xFFFFFFFF
+
+
+@dataclasses.dataclass(frozen=True)
+class BandCodec:
+    """How one band's values are coded: "scaled" integers plus a residual, or float bits."""
+
+    mode: Literal["scaled", "bits"]
+    step: float = 1.0  # scaled: v ~ float32(q) * float32(step) + float32(offset)
+    offset: float = 0.0
+    order_x: int = 1  # differences of q along x (rows) and y (columns)
+    order_y: int = 0
+
+
+def band_codec(band: sensors.Band) -> BandCodec:
+    """The registry's codec for a band (module docstring, Storage)."""
+    enc = band.encoding
+    if np.dtype(enc.dtype).kind not in "iu":
+        return BandCodec("bits")
+    f = max(1, int(round(band.resolution_m / PIXEL_SIZE_M)))
+    if f == 1:
+        return BandCodec("scaled", enc.scale, enc.offset, 1, 0)
+    return BandCodec("scaled", enc.scale / (2 * f) ** 2, enc.offset, 2, 2)
+
+
+def wrap_int32(x: np.ndarray) -> np.ndarray:
+    """int64 values modulo 2^32, as the int32 they stand for (kept in int64)."""
+    return ((np.asarray(x, np.int64) + (1 << 31)) & _U32) - (1 << 31)
+
+
+def reconstruct(q: np.ndarray, codec: BandCodec) -> np.ndarray:
+    """A "scaled" band's prediction r = float32(q) * float32(step) + float32(offset)."""
+    r = q.astype(np.float32) * np.float32(codec.step)
+    return r + np.float32(codec.offset)
+
+
+def _planes(z: np.ndarray) -> bytes:
+    """uint32 values -> their four byte planes, least significant first."""
+    u = np.ascontiguousarray(z, dtype="<u4").reshape(-1)
+    return np.ascontiguousarray(u.view(np.uint8).reshape(-1, 4).T).tobytes()
+
+
+def _unplanes(data: bytes, n: int) -> np.ndarray:
+    """Inverse of `_planes`: four byte planes of n values -> int64 values in [0, 2^32)."""
+    b = np.frombuffer(data, np.uint8).reshape(4, n)
+    return np.ascontiguousarray(b.T).view("<u4").reshape(n).astype(np.int64)
+
+
+def _zigzag(d: np.ndarray) -> np.ndarray:
+    return ((d << 1) ^ (d >> 63)) & _U32
+
+
+def _unzigzag(z: np.ndarray) -> np.ndarray:
+    return (z >> 1) ^ -(z & 1)
+
+
+def _carry_forward(q: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """q with every position outside `keep` set to the last kept value before it (row-major)."""
+    flat, m = q.reshape(-1), keep.reshape(-1)
+    idx = np.where(m, np.arange(flat.size), 0)
+    np.maximum.accumulate(idx, out=idx)
+    out = flat[idx]
+    out[: np.argmax(m) if m.any() else flat.size] = 0
+    return out.reshape(q.shape)
+
+
+def encode_values(source: str, values: np.ndarray, usable: np.ndarray) -> bytes:
+    """(T, P, P, C) float32 values of a source and where they are usable -> `{s}/values` bytes."""
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    bits = v.view(np.int32).astype(np.int64)
+    q_planes, res_planes = [], []
+    for c, band in enumerate(sensors.get_sensor(source).bands):
+        codec, keep = band_codec(band), usable[..., c]
+        if codec.mode == "scaled":
+            raw = (v[..., c].astype(np.float64) - codec.offset) / codec.step
+            raw = np.where(keep & np.isfinite(raw), raw, 0.0)
+            q = np.clip(np.round(raw), -(1 << 31), (1 << 31) - 1).astype(np.int64)
+            r_bits = reconstruct(q, codec).view(np.int32).astype(np.int64)
+            res = np.where(keep, wrap_int32(bits[..., c] - r_bits), 0)
+            res_planes.append(_planes(_zigzag(res)))
+        else:
+            q = bits[..., c]
+        d = _carry_forward(q, keep)
+        for _ in range(codec.order_x):
+            d = wrap_int32(np.diff(d, axis=-1, prepend=0))
+        for _ in range(codec.order_y):
+            d = wrap_int32(np.diff(d, axis=-2, prepend=0))
+        q_planes.append(_planes(_zigzag(d)))
+    return b"".join(q_planes + res_planes)
+
+
+def decode_values(source: str, data: bytes, usable: np.ndarray) -> np.ndarray:
+    """Inverse of `encode_values`: bytes and the (T, P, P, C) usable mask -> float32 values."""
+    shape = usable.shape[:-1]
+    n = int(np.prod(shape))
+    bands = sensors.get_sensor(source).bands
+    codecs = [band_codec(b) for b in bands]
+    n_res = sum(c.mode == "scaled" for c in codecs)
+    if len(data) != 4 * n * (len(bands) + n_res):
+        raise ValueError(
+            f"{source}/values: {len(data)} bytes; {len(bands)} bands of {shape} need "
+            f"{4 * n * (len(bands) + n_res)}"
+        )
+    out = np.zeros((*shape, len(bands)), np.float32)
+    k = len(bands)
+    for c, codec in enumerate(codecs):
+        d = _unzigzag(_unplanes(data[4 * n * c : 4 * n * (c + 1)], n)).reshape(shape)
+        for _ in range(codec.order_y):
+            d = wrap_int32(np.cumsum(d, axis=-2))
+        for _ in range(codec.order_x):
+            d = wrap_int32(np.cumsum(d, axis=-1))
+        if codec.mode == "scaled":
+            res = _unzigzag(_unplanes(data[4 * n * k : 4 * n * (k + 1)], n)).reshape(shape)
+            k += 1
+            d = wrap_int32(reconstruct(d, codec).view(np.int32).astype(np.int64) + res)
+        out[..., c] = d.astype(np.int32).view(np.float32)
+    return np.where(usable, out, np.float32(0))
+
+
+def pack_mask(mask: np.ndarray) -> bytes:
+    """A boolean mask -> `np.packbits` of its row-major values."""
+    return np.packbits(np.asarray(mask, bool).reshape(-1)).tobytes()
+
+
+def unpack_mask(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of `pack_mask`."""
+    n = int(np.prod(shape))
+    if len(data) != (n + 7) // 8:
+        raise ValueError(f"a packed mask of {shape} has {(n + 7) // 8} bytes; got {len(data)}")
+    return np.unpackbits(np.frombuffer(data, np.uint8), count=n).astype(bool).reshape(shape)
+
+
+def usable_mask(valid: np.ndarray, band_valid: np.ndarray) -> np.ndarray:
+    """(T, P, P) pixel mask and (T, C) band mask -> (T, P, P, C) where a value is usable."""
+    return np.asarray(valid, bool)[..., None] & np.asarray(band_valid, bool)[:, None, None, :]
+
+
+def stored_features(features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Example arrays -> what goes on the wire: codec bytes for values, packed masks."""
+    out = dict(features)
+    for source in sensors.SOURCE_IDS:
+        vname, mname = f"{source}/values", f"{source}/valid"
+        if vname not in features:
+            continue
+        usable = usable_mask(features[mname], features[f"{source}/band_valid"])
+        data = encode_values(source, features[vname], usable)
+        out[vname] = np.array(data, dtype=object)
+        out[mname] = np.array(pack_mask(features[mname]), dtype=object)
+    return out
 
 
 # ------------------------------------------------------------------------------- encoding
@@ -447,11 +733,13 @@ def _feature_bytes(value: np.ndarray) -> bytes:
 
 
 def serialize_example(features: Mapping[str, np.ndarray]) -> bytes:
-    """Feature arrays -> a serialized tf.train.Example (float -> float_list, int/bool ->
-    int64_list, bytes/str -> bytes_list; arrays flattened row-major)."""
+    """Feature arrays -> a serialized tf.train.Example: values and masks of the sources as
+    `stored_features` codes them, then float -> float_list, int/bool -> int64_list, bytes/str
+    -> bytes_list; arrays flattened row-major."""
+    stored = stored_features(features)
     entries = []
-    for name in sorted(features):
-        entry = _len_field(1, name.encode()) + _len_field(2, _feature_bytes(features[name]))
+    for name in sorted(stored):
+        entry = _len_field(1, name.encode()) + _len_field(2, _feature_bytes(stored[name]))
         entries.append(_len_field(1, entry))
     return _len_field(1, b"".join(entries))
 
@@ -532,12 +820,20 @@ def decode_example(data: bytes) -> dict[str, np.ndarray]:
         t = int(flat["max_frames"][0])
     except (KeyError, IndexError):
         raise ValueError("not an earthembed example: no patch_size / max_frames") from None
+    check_schema_version(int(flat["schema_version"][0]) if "schema_version" in flat else None)
     layout = feature_layout(patch_size=p, max_frames=t)
     out = {}
+    coded = []
     for name, arr in flat.items():
         spec = layout.get(name)
         if spec is None:
             out[name] = arr
+            continue
+        if spec.stored == "bits":
+            out[name] = unpack_mask(bytes(arr[0]), spec.shape)
+            continue
+        if spec.stored == "codec":
+            coded.append(name)
             continue
         if arr.size != spec.size:
             raise ValueError(f"{name}: {arr.size} values, layout {spec.shape} needs {spec.size}")
@@ -545,4 +841,18 @@ def decode_example(data: bytes) -> dict[str, np.ndarray]:
             out[name] = arr.reshape(spec.shape) if spec.shape else np.array(arr[0], dtype=object)
         else:
             out[name] = arr.reshape(spec.shape).astype(spec.dtype)
+    for name in coded:
+        source = name.split("/")[0]
+        usable = usable_mask(out[f"{source}/valid"], out[f"{source}/band_valid"])
+        out[name] = decode_values(source, bytes(flat[name][0]), usable)
     return out
+
+
+def check_schema_version(version: int | None, where: str = "example") -> None:
+    """ValueError naming both versions unless `version` is SCHEMA_VERSION."""
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"{where} has schema_version {version}; this code reads schema_version "
+            f"{SCHEMA_VERSION} (values in source encodings since 2): rebuild the training data "
+            "with `earthembed build-training-data`"
+        )

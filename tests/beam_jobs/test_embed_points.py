@@ -162,3 +162,18 @@ def test_embed_points_real_bundle_unit_vectors(point_table, tmp_path, shipped_bu
     deq = embedding.dequantize(np.array(t.column("embedding_int8").to_pylist(), np.int8))
     assert np.abs(np.linalg.norm(deq, axis=1) - 1).max() < 0.02
     assert np.unique(emb.round(4), axis=0).shape[0] > 20  # points differ
+    # Points are prepared all at once per chunk; the vectors equal those of every point
+    # prepared alone (`bundle.prepare` of a 1 x 1 point, the previous path).
+    from beam_jobs import runner
+    from beam_jobs.io import points
+
+    t0, t1 = runner.parse_period(PERIOD)
+    obs = points.read_point_table(point_table, start_ms=t0, end_ms=t1)
+    bundle = inference.load_bundle_cached(str(shipped_bundle))
+    alone = [
+        bundle.prepare(inference.take_points(obs, i, i + 1), t_start_ms=t0, t_end_ms=t1)
+        for i in range(40)
+    ]
+    want = inference.embed_items(bundle, alone, 16)[:, 0, 0]
+    inference.clear_bundle_cache()
+    np.testing.assert_allclose(emb, want, atol=1e-5)

@@ -63,8 +63,10 @@ def test_layout_shapes_follow_registry():
     assert "cop_dem/geometry" not in lay and "era5_land/geometry" not in lay
     assert lay["target/landcover"].shape == (4, 4)
     assert lay["valid_period"].shape == (2,)
-    # Masks are int64 on the wire and bool when parsed.
-    assert lay["landsat_c2l2/valid"].stored == "int64" and lay["landsat_c2l2/valid"].dtype == "bool"
+    # Masks are packed bits on the wire, values coded (schema 2); bool / float32 when parsed.
+    assert lay["landsat_c2l2/valid"].stored == "bits" and lay["landsat_c2l2/valid"].dtype == "bool"
+    assert lay["landsat_c2l2/values"].stored == "codec"
+    assert lay["landsat_c2l2/values"].dtype == "float32"
 
 
 def test_features_match_layout_and_padding():
@@ -178,10 +180,11 @@ def test_round_trip_numpy_and_tensorflow(p):
 
     # TF's own proto parser agrees on the wire format.
     ex = tf.train.Example.FromString(data)
-    np.testing.assert_array_equal(
-        np.array(ex.features.feature["sentinel2_l2a/values"].float_list.value, np.float32),
-        f["sentinel2_l2a/values"].ravel(),
-    )
+    usable = examples.usable_mask(f["sentinel2_l2a/valid"], f["sentinel2_l2a/band_valid"])
+    assert ex.features.feature["sentinel2_l2a/values"].bytes_list.value == [
+        examples.encode_values("sentinel2_l2a", f["sentinel2_l2a/values"], usable)
+    ]
+    assert ex.features.feature["location/lon"].float_list.value[0] == f["location/lon"]
     assert ex.features.feature["target/text"].bytes_list.value[0] == b"cropland"
 
     # The tf.data parse function (batch of 2 and scalar).

@@ -722,7 +722,8 @@ def test_chaos_first_read_fails_for_a_tenth_of_chips(
     for name in clean:
         if name == "manifest.json":
             a, b = json.loads(clean[name]), json.loads(chaos[name])
-            a.pop("run"), b.pop("run")
+            for doc in (a, b):  # this run's command, times and history differ by nature
+                doc.pop("run"), doc.pop("runs", None)
             assert a == b
         else:
             assert clean[name] == chaos[name], name

@@ -154,10 +154,11 @@ def test_decoded_pixels_are_the_netcdf_values(catalog, raw):
     assert s2.band("B04")[june, 50, 88] == pytest.approx(0.2274, abs=1e-6)
     assert s2.band("B04")[0, 10, 75] == pytest.approx(0.1106, abs=1e-6)
     # Every valid value: DN / 10000 to float32 precision; DN 0 (8 values in the file) reads
-    # as Earth Search's no data, so 5 pixel-frames are not valid.
+    # as Earth Search's no data, so 5 pixel-frames are not valid, and one more holds B04 DN
+    # 16008 (1.6008, above the registry's physical range of reflectance, -0.1..1.6): 6.
     dn = raw["S2-L2A-B04"][[0, *range(3, 12)]]
     np.testing.assert_allclose(s2.band("B04")[s2.valid], dn[s2.valid] / 10000.0, atol=1e-6)
-    assert (~s2.valid).sum() == 5 and (dn[~s2.valid] == 0).any()
+    assert (~s2.valid).sum() == 6 and (dn[~s2.valid] == 0).any() and dn.max() == 16008
     # Sentinel-1: written as linear power, read back in dB. VV DN 3495 at (10, 75) in June:
     # 20 log10(3495) - 83 = -12.1311 dB.
     s1 = obs["sentinel1"]

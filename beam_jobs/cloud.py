@@ -347,8 +347,9 @@ def gcloud_commands(
 
     Args:
         action: 'build' (image + template specs) or 'run' (launch one template).
-        job: a template ('simulate', 'build_training_data', 'embed', 'embed_points'), or
-            'all' with 'build'.
+        job: a template (one of JOBS: 'simulate', 'build_training_data', 'embed',
+            'embed_points' and the analysis jobs 'sample', 'similarity', 'index', 'change',
+            'cluster', 'classify', 'quicklook'), or 'all' with 'build'.
         project, region, bucket, version: where the image and specs live; `version` tags the
             image.
         params: the job's template parameters (run), checked against its metadata.json.

@@ -23,7 +23,7 @@ parser. An option name means one thing in every job; the shared `_add_*` helpers
     --embeddings    embedding tiles: folder, COG or STAC    (the analysis jobs)
     --period        in the analysis jobs also a period label (2023, 20230401_20240401): the
                     folder `embed` wrote; START/END ISO dates are converted to it
-    --min-confidence  mask pixels below this sidecar confidence (the analysis jobs)
+    --min-confidence  mask pixels below this sidecar confidence (the analysis jobs, index)
 
 Beam's own options (--runner, --direct_num_workers, ...) are not listed: every job passes what
 its parser does not know on to Beam.
@@ -95,7 +95,20 @@ CLASSIFY_METHODS = ("knn", "logistic", "forest")
 DEFAULT_QUICKLOOK_BANDS = "A01,A16,A09"
 
 # cloud
-TEMPLATE_JOBS = ("simulate", "build_training_data", "embed", "embed_points")
+# A flex template each (templates/JOB/); `search` has none: it runs no pipeline.
+TEMPLATE_JOBS = (
+    "simulate",
+    "build_training_data",
+    "embed",
+    "embed_points",
+    "sample",
+    "similarity",
+    "index",
+    "change",
+    "cluster",
+    "classify",
+    "quicklook",
+)
 GPU_MACHINE_TYPE = "g2-standard-8"  # the L4 GPU comes only with G2 machine types
 
 
@@ -258,9 +271,7 @@ def _add_analysis_period(where, *, required: bool = True, what: str = "") -> Non
     )
 
 
-def _add_analysis_common(p) -> None:
-    """--bbox, --min-confidence, --block and --verbose of every analysis job."""
-    _add_bbox(p, " (unset: every tile)")
+def _add_min_confidence(p) -> None:
     p.add_argument(
         "--min-confidence",
         type=float,
@@ -268,6 +279,12 @@ def _add_analysis_common(p) -> None:
         help="mask pixels whose quality-sidecar confidence is below this, 0-1 (unset: none; "
         "AEF tiles have no sidecar)",
     )
+
+
+def _add_analysis_common(p) -> None:
+    """--bbox, --min-confidence, --block and --verbose of every analysis job."""
+    _add_bbox(p, " (unset: every tile)")
+    _add_min_confidence(p)
     p.add_argument(
         "--block", type=int, default=DEFAULT_BLOCK, help="window side read at a time, px"
     )
@@ -640,6 +657,7 @@ def index_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--nlist", type=int, help="IVF cells (unset: a power of two <= sqrt(vectors))")
     p.add_argument("--nprobe", type=int, help="default cells searched (unset: max(16, nlist/8))")
+    _add_min_confidence(p)
     _add_verbose(p)
     return p
 

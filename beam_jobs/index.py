@@ -19,6 +19,9 @@ On Dataflow (tiles and index on GCS; CPU workers):
 Input: the embedding tiles of one period (ours or AEF's public tiles, read through
 `beam_jobs.io.embeddings`), int8 codes as stored; a pixel whose 64 codes are all -128 has no
 embedding and is left out. The codes dequantize to unit vectors, so inner product = cosine.
+`--min-confidence C` also leaves out the pixels whose quality-sidecar confidence is below C (or
+unknown); the tiles must have our sidecar (AEF's have none: an error naming the tile, before
+any work), and the manifest records C.
 
 Kinds (`--kind`; benchmarks/index_bench.py measures them on 10^6 vectors):
 - `exact`: the dequantized vectors in a flat inner-product index (float32, 264 B a vector with
@@ -47,7 +50,7 @@ Output in --out (faiss `write_index` files and JSON; nothing is pickled):
 | path | what |
 |---|---|
 | `shards/{key}-{NNNNN}.faiss` | the shards, faiss indexes with the vectors' ids |
-| `manifest.json` | kind, period, model version, nlist, nprobe, tiles, shards; written last |
+| `manifest.json` | kind, period, model version, min_confidence, nlist, nprobe, tiles, shards; written last |
 
 A vector's id is `tile_number * 2**32 + row * width + col` (`tile_number`: the tile's place
 in the manifest's `tiles`, whose entries carry id, path, CRS, north-up geotransform and size),
@@ -81,7 +84,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from beam_jobs import runner
+from beam_jobs import analysis, runner
 from beam_jobs.flags import index_parser as build_parser
 from beam_jobs.flags import search_parser
 from beam_jobs.io import embeddings, files
@@ -501,6 +504,7 @@ class IndexSpec:
     nlist: int | None = None
     nprobe: int | None = None
     block: int = READ_BLOCK
+    min_confidence: float | None = None
 
     @property
     def per_tile_sample(self) -> int:
@@ -513,10 +517,18 @@ class IndexSpec:
         return posixpath.join(self.out, "shards", f"{key}-{shard:05d}.faiss")
 
 
-def _windows(tile: embeddings.EmbeddingTile, block: int) -> Iterator[tuple]:
-    """(window, int8 codes (h*w, 64)) of a tile, window by window."""
+def _windows(
+    tile: embeddings.EmbeddingTile, block: int, min_confidence: float | None = None
+) -> Iterator[tuple]:
+    """(window, int8 codes (h*w, 64)) of a tile, window by window; with `min_confidence`, the
+    pixels whose sidecar confidence is below it (or unknown) are NODATA (left out)."""
     for window in embeddings.tile_windows(tile, block):
-        yield window, embeddings.read_tile_codes(tile, window).reshape(-1, EMBEDDING_DIM)
+        codes = embeddings.read_tile_codes(tile, window)
+        if min_confidence is not None:
+            analysis.check_confidence([tile], min_confidence)
+            conf = embeddings.read_tile_quality(tile, window)["confidence"]
+            codes[~(conf >= min_confidence)] = NODATA  # NaN (unknown) too
+        yield window, codes.reshape(-1, EMBEDDING_DIM)
 
 
 class SampleTileFn(beam.DoFn):
@@ -530,7 +542,7 @@ class SampleTileFn(beam.DoFn):
         rng = np.random.default_rng([number, 20240])
         frac = min(1.0, self._spec.per_tile_sample / (tile.height * tile.width))
         count, picked = 0, []
-        for _, codes in _windows(tile, self._spec.block):
+        for _, codes in _windows(tile, self._spec.block, self._spec.min_confidence):
             codes = codes[~(codes == NODATA).all(axis=1)]
             count += len(codes)
             picked.append(codes[rng.random(len(codes)) < frac])
@@ -608,7 +620,7 @@ class BuildPartFn(beam.DoFn):
         if tile.height * tile.width > 1 << ID_BITS:
             raise ValueError(f"{tile.path}: {tile.height} x {tile.width} px is over 2^{ID_BITS}")
         index = faiss.deserialize_index(trained["index"])
-        for window, codes in _windows(tile, spec.block):
+        for window, codes in _windows(tile, spec.block, spec.min_confidence):
             codes, ids = valid_codes(codes, pixel_ids(number, tile.width, window))
             if len(codes):
                 index.add_with_ids(dequantize(codes), ids)
@@ -769,6 +781,7 @@ def build_index(
     train_size: int = DEFAULT_TRAIN_SIZE,
     nlist: int | None = None,
     nprobe: int | None = None,
+    min_confidence: float | None = None,
     beam_args: Sequence[str] = (),
     command: str = "",
 ) -> dict:
@@ -787,6 +800,7 @@ def build_index(
             raise ValueError(f"{name} must be >= 1; got {value}")
     period = period_label(period)
     tiles = embeddings.list_embedding_tiles(embeddings_path, period)
+    analysis.check_confidence(tiles, min_confidence)
     base = {
         "format": FORMAT,
         "kind": kind,
@@ -794,6 +808,7 @@ def build_index(
         "dim": EMBEDDING_DIM,
         "period": period,
         **model_of(tiles),
+        "min_confidence": min_confidence,
         "embeddings": os.fspath(embeddings_path),
         "id_rule": ID_RULE,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -806,11 +821,16 @@ def build_index(
         kind=kind,
         period=period,
         n_tiles=len(tiles),
-        fingerprint=kind + tiles_fingerprint(tiles) + str(shard_vectors) + str(nlist),
+        fingerprint=kind
+        + tiles_fingerprint(tiles)
+        + str(shard_vectors)
+        + str(nlist)
+        + f"min_confidence={min_confidence}",
         shard_vectors=shard_vectors,
         train_size=train_size,
         nlist=nlist,
         nprobe=nprobe,
+        min_confidence=min_confidence,
     )
     log.info("indexing %d tiles of period %s (%s) -> %s", len(tiles), period, kind, spec.out)
     pipeline = runner.create_pipeline(runner.pipeline_options(list(beam_args)))
@@ -839,6 +859,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             train_size=args.train_size,
             nlist=args.nlist,
             nprobe=args.nprobe,
+            min_confidence=args.min_confidence,
             beam_args=beam_args,
             command=command,
         )

@@ -354,3 +354,51 @@ def test_index_errors_are_one_line_naming_the_parameter(built, tmp_path):
     assert not (tmp_path / "x").exists()  # nothing written before the inputs are checked
     with pytest.raises(ValueError, match=r"--k must be >= 1"):
         X.open_index(root / "idx_ours").search(np.ones(64), 0)
+
+
+def test_min_confidence_leaves_out_the_low_confidence_pixels(built, tmp_path):
+    """Our tiles with quality sidecars: a pixel is indexed iff its stored confidence (steps of
+    0.005) is >= --min-confidence; unknown (NaN) confidence is left out too. The manifest
+    records the threshold and a rerun with another one does not reuse the parts."""
+    root, fields, _, _ = built
+    ours = tmp_path / "conf"
+    _write_ours(ours, fields)
+    rng = np.random.default_rng(3)
+    counts = {s: np.ones((H, W_), np.float32) for s in E.OBS_SOURCES}
+    stored = []
+    for i, c0 in enumerate(COLS):
+        conf = rng.random((H, W_)).astype(np.float32)
+        conf[0, :5] = np.nan  # unknown
+        layers = E.quality_layers(counts, np.ones((H, W_), np.float32), conf)
+        t = Affine(10.0, 0.0, X0 + c0 * 10, 0.0, -10.0, Y0)
+        W.write_quality_cog(ours / "2023" / "31N" / f"t{i}_quality.tif", layers, t, EPSG)
+        stored.append(np.round(np.nan_to_num(conf, nan=-1) * 200) / 200)
+    has = [~np.isnan(f).any(axis=2) for f in fields]  # the one nodata pixel per tile
+    expect = [int((has[i] & (stored[i] >= 0.5)).sum()) for i in range(len(COLS))]
+    total = len(COLS) * (H * W_ - 1)
+    assert abs(sum(expect) - total / 2) < total / 10  # about half of the pixels kept
+    out = tmp_path / "idx"
+    assert X.run(["--embeddings", str(ours), "--period", "2023", "--out", str(out),
+                  "--kind", "exact", "--min-confidence", "0.5"]) == 0  # fmt: skip
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["min_confidence"] == 0.5
+    assert [t["n_vectors"] for t in manifest["tiles"]] == expect
+    assert manifest["n_vectors"] == sum(expect)
+    # every hit of a query is a kept pixel
+    hits = X.open_index(out).search(X.unit_queries(clustered(5, 8)), 20).to_pandas()
+    for tile_id, row, col in zip(hits.tile_id, hits.row, hits.col, strict=True):
+        assert stored[int(tile_id[1:])][row, col] >= 0.5
+    # another threshold is another index, not the parts of the first
+    lower = X.build_index(ours, "2023", out, kind="exact", min_confidence=0.25)
+    assert lower["key"] != manifest["key"] and lower["min_confidence"] == 0.25
+    assert lower["n_vectors"] == sum(
+        int((h & (s >= 0.25)).sum()) for h, s in zip(has, stored, strict=True)
+    )
+    # no threshold: every valid pixel, min_confidence recorded as null
+    plain = X.build_index(ours, "2023", tmp_path / "plain", kind="exact")
+    assert plain["min_confidence"] is None and plain["n_vectors"] == total
+    # AEF's tiles have no sidecar: refused before any work, naming the tile
+    with pytest.raises(SystemExit, match=r"--min-confidence needs a quality sidecar; .*t0\.tiff"):
+        X.run(["--embeddings", str(root / "aef"), "--period", "2023", "--out",
+               str(tmp_path / "aef_idx"), "--min-confidence", "0.5"])  # fmt: skip
+    assert not (tmp_path / "aef_idx").exists()

@@ -72,9 +72,14 @@ def test_entry_point_hands_the_parameters_to_the_jobs_run(job, monkeypatch):
     args, beam_args = module.build_parser().parse_known_args(argv)
     options = cloud.job_options(module.build_parser())
     for name, value in params.items():
-        parsed = getattr(args, options[name].dest)
-        expected = value == "true" if options[name].nargs == 0 else value
-        assert str(parsed) == str(expected) or parsed == options[name].type(value), name
+        action = options[name]
+        parsed = getattr(args, action.dest)
+        if action.nargs == 0:  # a flag: true or false
+            assert parsed is (value == "true"), name
+        elif action.nargs in ("+", "*"):  # one template parameter is one value of the list
+            assert parsed == [value], name
+        else:
+            assert parsed == (action.type or str)(value), name
     assert sorted(beam_args) == sorted(BEAM_ARGS)
 
 

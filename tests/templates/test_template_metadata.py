@@ -52,7 +52,45 @@ GOOD = {
     "eval_fraction": ["0", "0.25", "1"],
     "sources": [",".join(sensors.SENSORS), "sentinel2_l2a"],
     "formats": ["cog", "cog,parquet,stac", "parquet"],
+    # the analysis jobs (and index)
+    "embeddings": ["gs://my-bucket/emb", "gs://my-bucket/aef/", "gs://my-bucket/emb/catalog.json"],
+    "points": ["gs://my-bucket/sites.parquet", "gs://my-bucket/a/sites.csv"],
+    "sample.out": ["gs://my-bucket/at_points.parquet", "gs://my-bucket/a/b.parquet"],
+    "quicklook.out": ["gs://my-bucket/ql.png", "gs://my-bucket/a/b.png"],
+    "id_column": ["point_id", "_id", "ID2"],
+    "query": ["4.65,50.585", "-70,-10.5", "179.9,-89.99"],
+    "query_file": ["gs://my-bucket/q.parquet", "gs://my-bucket/q.csv"],
+    "labels": ["gs://my-bucket/labels/points_2023.parquet", "gs://my-bucket/l.csv"],
+    "label_column": ["class_name", "landcover"],
+    "target": ["lai", "agb_t_ha"],
+    "k": ["1", "10", "100000"],
+    "cluster.k": ["2", "9", "10", "99", "100", "199", "249", "254"],
+    "dtype": ["float32", "int16"],
+    "min_confidence": ["0", "0.5", "1", "1.0"],
+    "block": ["1", "512"],
+    "periods": [
+        "2023,2024",
+        "20230401_20240401,20240401_20250401",
+        "2023-01-01/2024-01-01,2024-01-01/2025-01-01",
+        "2022,20230401_20240401",
+    ],
+    "threshold": ["0.8", "-0.25", "0", "1", "-1"],
+    "min_area_ha": ["0", "2", "0.5", "100"],
+    "sample_size": ["1", "5000"],
+    "method": ["knn", "logistic", "forest"],
+    "cv_block": ["1000", "250.5"],
+    "folds": ["2", "5", "10"],
+    "bands": ["A01,A16,A09", "A00,A63,A32"],
+    "kind": ["exact", "ivf-fp16", "ivf-sq8"],
+    "shard_vectors": ["1", "500000000"],
+    "train_size": ["131072"],
+    "nlist": ["1", "1024"],
+    "nprobe": ["1", "64"],
 }
+# An analysis job's period: a year, a label or ISO dates (embed's period takes dates only).
+ANALYSIS_PERIODS = ["2023", "20230401_20240401", "2023-01-01/2024-01-01", "1999"]
+ANALYSIS_JOBS = ("sample", "similarity", "index", "cluster", "classify", "quicklook")
+GOOD.update({f"{job}.period": ANALYSIS_PERIODS for job in ANALYSIS_JOBS})
 _GCS_BAD = [
     "gs://my-bucket/../x",
     "gs://my-bucket/a/../../x",
@@ -122,7 +160,48 @@ BAD = {
     "provider": ["earth-search", "PC", "planetary-computer,cdse", ""],
     "requester_pays": ["yes", "1", ""],
     "no_sign": ["yes", "1", ""],
+    "embeddings": _GCS_BAD,
+    "points": [*_GCS_BAD, "gs://my-bucket/sites.json", "gs://my-bucket/sites"],
+    "sample.out": [*_GCS_BAD, "gs://my-bucket/out", "gs://my-bucket/out.csv"],
+    "quicklook.out": [*_GCS_BAD, "gs://my-bucket/ql", "gs://my-bucket/ql.jpg"],
+    "id_column": ["", "1st", "a b", "a;b", "a-b", "x" * 129, "$(id)"],
+    "query": ["4.65", "4.65,50.585,1", "4.65;50.585", "a,b", "4.65,,50", "", "4.65 50.585"],
+    "query_file": [*_GCS_BAD, "gs://my-bucket/q.json"],
+    "labels": [*_GCS_BAD, "gs://my-bucket/l.geojson"],
+    "label_column": ["", "class name", "c;rm", "`id`"],
+    "target": ["", "1x", "a|b"],
+    "k": [*_INT_BAD, "0"],
+    "cluster.k": [*_INT_BAD, "0", "1", "255", "300", "1000"],
+    "dtype": ["float64", "int8", ""],
+    "min_confidence": ["1.5", "-0.1", "", "0.4.1", ".5"],
+    "block": [*_INT_BAD, "0"],
+    "periods": ["2023", "2023,", ",2024", "2023,2024,2025", "2023;2024", "2023 2024", "23,24", ""],
+    "threshold": ["1.5", "-1.5", "", "0.8.1", "--0.8", "+0.8"],
+    "min_area_ha": ["-1", "", "2ha", "1e3"],
+    "sample_size": [*_INT_BAD, "0"],
+    "method": ["svm", "", "knn,forest"],
+    "cv_block": ["0", "-1", "", "1km", "0.5"],
+    "folds": [*_INT_BAD, "0", "1"],
+    "bands": ["A01,A16", "A01,A16,A09,A02", "A64,A01,A02", "a01,a16,a09", "1,2,3", ""],
+    "pca": ["yes", "1", ""],
+    "kind": ["ivf", "flat", ""],
+    "shard_vectors": [*_INT_BAD, "0"],
+    "train_size": [*_INT_BAD, "0"],
+    "nlist": [*_INT_BAD, "0"],
+    "nprobe": [*_INT_BAD, "0"],
 }
+_ANALYSIS_PERIOD_BAD = [
+    "23",
+    "20231",
+    "2023_2024",
+    "20231301_20240101",
+    "2023/2024",
+    "2023-01-01",
+    "../2023",
+    "",
+    "2023,2024",
+]
+BAD.update({f"{job}.period": _ANALYSIS_PERIOD_BAD for job in ANALYSIS_JOBS})
 
 
 def _metadata(job: str) -> dict:
@@ -207,3 +286,52 @@ def test_regexes_reject_bad_values(job):
         assert bad, f"add values {job}.{spec['name']} must reject to BAD"
         for value in bad:
             assert not re.fullmatch(spec["regexes"][0], value), f"{job}.{spec['name']}: {value!r}"
+
+
+@pytest.mark.parametrize("job", cloud.JOBS)
+def test_bad_parameters_are_rejected_naming_them(job):
+    """What `earthembed cloud run` checks before calling gcloud: a bad value, a missing
+    required parameter or an unknown one is a CloudError naming the parameter."""
+    meta = _metadata(job)
+    examples = _example_parameters(job)
+    for spec in meta["parameters"]:
+        name = spec["name"]
+        for value in _values(BAD, job, name):
+            expected = re.escape(f"parameter {name!r}: {value!r} does not match ")
+            with pytest.raises(cloud.CloudError, match="^" + expected):
+                cloud.validate_parameters(meta, {**examples, name: value})
+        if not spec["isOptional"]:
+            without = {k: v for k, v in examples.items() if k != name}
+            with pytest.raises(cloud.CloudError, match=f"^parameter {name!r} is required"):
+                cloud.validate_parameters(meta, without)
+    with pytest.raises(cloud.CloudError, match="^unknown parameter 'no_such' for template "):
+        cloud.validate_parameters(meta, {**examples, "no_such": "1"})
+
+
+@pytest.mark.parametrize(
+    "job, first, second",
+    [("similarity", "query", "query_file"), ("classify", "label_column", "target"),
+     ("quicklook", "bands", "pca")],
+)  # fmt: skip
+def test_exclusive_parameters_are_named(job, first, second):
+    """The analysis jobs' mutually exclusive options, checked before a launch."""
+    specs = {p["name"]: p for p in _metadata(job)["parameters"]}
+    base = {k: v for k, v in _example_parameters(job).items() if k not in (first, second)}
+    both = {**base, first: _documented_example(specs[first]),
+            second: _documented_example(specs[second])}  # fmt: skip
+    with pytest.raises(cloud.CloudError, match=f"^parameters {first} and {second} exclude each"):
+        cloud.check_parameter_groups(job, both)
+    for one in (first, second):
+        cloud.check_parameter_groups(job, {**base, one: _documented_example(specs[one])})
+    parser = _job_parser(job)
+    required = any(
+        g.required and {a.dest for a in g._group_actions} >= {first, second}
+        for g in parser._mutually_exclusive_groups
+    )
+    if required:  # similarity and classify need one of the two
+        with pytest.raises(
+            cloud.CloudError, match=f"^give one of the parameters {first}, {second}"
+        ):
+            cloud.check_parameter_groups(job, base)
+    else:
+        cloud.check_parameter_groups(job, base)

@@ -13,8 +13,10 @@ whose confidence is below C (AEF tiles have none: the option is then an error na
 
 Every map a job writes is a COG through `beam_jobs.io.cog.write_cog` (`write_map`), one per
 input tile, named after it, on its grid, tagged with `output_tags` (the inputs' model
-version(s) and hash, their period, the embeddings path and the job's parameters). Tables are
-GeoParquet (geopandas; EPSG:4326 points or polygons), reports JSON, all written atomically.
+version(s) and hash, their period, and the job's parameters). Tables are GeoParquet
+(geopandas; EPSG:4326 points or polygons), reports JSON, all written atomically. Every output
+carries the same tags: COG tags, the `earthembed` schema metadata (JSON) of a GeoParquet file,
+the keys of a JSON report, the `earthembed` text chunk (JSON) of a PNG.
 
 Previews: a DoFn also returns its tile's result decimated by one stride for the whole run
 (`preview_step`), and the driver-side gather puts them on one grid (`mosaic_previews`, the
@@ -342,13 +344,26 @@ def write_map(
     return path
 
 
-def write_geoparquet(gdf, path: str) -> str:
-    """A GeoDataFrame as GeoParquet (zstd), atomically."""
+def write_geoparquet(gdf, path: str, *, tags: Mapping[str, object]) -> str:
+    """A GeoDataFrame as GeoParquet (zstd), atomically, with `tags` (`output_tags`) as JSON
+    under the `earthembed` schema metadata key (as `sample` and `embed` write theirs)."""
+    import io
+
+    import pyarrow.parquet as pq
+
     from beam_jobs.embed import local_target
 
+    buf = io.BytesIO()  # geopandas writes the `geo` metadata; the tags are added to it
+    gdf.to_parquet(buf, index=False)
+    table = pq.read_table(buf)
+    meta = {**table.schema.metadata, b"earthembed": _tags_json(tags).encode()}
     with local_target(path) as local, files.atomic_target(local) as tmp:
-        gdf.to_parquet(tmp, compression="zstd", index=False)
+        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
     return path
+
+
+def _tags_json(tags: Mapping[str, object]) -> str:
+    return json.dumps({k: str(v) for k, v in tags.items()}, sort_keys=True)
 
 
 def write_json(path: str, doc: Any) -> str:
@@ -421,6 +436,7 @@ def render_png(
     extent: tuple[float, float, float, float],
     *,
     title: str,
+    tags: Mapping[str, object],
     kind: str = "continuous",
     cmap: str = "viridis",
     vmin: float | None = None,
@@ -433,6 +449,8 @@ def render_png(
     """A map PNG: a continuous field with a colour bar, a class map with a legend (colours of
     `class_colormap`), or an RGB image ((3, H, W) floats in [0, 1]). `points` (x, y in the
     map's CRS) are drawn as crosses, `outlines` (shapely polygons in the map's CRS) as lines.
+    `tags` (`output_tags`) go in the PNG's `earthembed` text chunk as JSON, the title in its
+    `Title`.
     """
     import matplotlib
 
@@ -481,6 +499,9 @@ def render_png(
     from beam_jobs.embed import local_target
 
     with local_target(path) as local, files.atomic_target(local) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
+        fig.savefig(
+            tmp, format="png", bbox_inches="tight",
+            metadata={"Title": title, "earthembed": _tags_json(tags)},
+        )  # fmt: skip
     plt.close(fig)
     return path

@@ -270,7 +270,7 @@ def build_pipeline(
 
     def write_polygons(records):
         gdf = polygons_frame(records, str(p1), str(p2))
-        analysis.write_geoparquet(gdf, analysis.out_path(out, "changes.parquet"))
+        analysis.write_geoparquet(gdf, analysis.out_path(out, "changes.parquet"), tags=tags)
         return gdf
 
     def write_png(previews, t, records):
@@ -281,7 +281,7 @@ def build_pipeline(
             title=f"dot product {p1} vs {p2}; change < {t:.3f} ({rule}), "
             f"{len(records)} polygons >= {min_area_ha:g} ha (red)",
             cmap="viridis", vmin=float(np.nanpercentile(arr, 1)), vmax=1.0,
-            label="dot product", outlines=outlines,
+            label="dot product", outlines=outlines, tags={**tags, "threshold": f"{t:.4f}"},
         )  # fmt: skip
 
     _ = thr | "WriteThreshold" >> beam.Map(write_report, beam.pvalue.AsSingleton(hist))

@@ -312,13 +312,13 @@ def build_pipeline(
         path = analysis.out_path(out, "classify.png")
         if regression:
             analysis.render_png(
-                path, arr, extent, label=column, cmap="YlGn",
+                path, arr, extent, label=column, cmap="YlGn", tags=tags,
                 title=f"{column} ({method}); spatial CV R^2 {r.get('r2') or float('nan'):.2f}, "
                 f"MAE {r.get('mae') or float('nan'):.3g}",
             )  # fmt: skip
         else:
             analysis.render_png(
-                path, arr.astype(np.float32), extent, kind="classes",
+                path, arr.astype(np.float32), extent, kind="classes", tags=tags,
                 class_names={i + 1: n for i, n in enumerate(names)},
                 title=f"{column} ({method}, {r['labels_used']} labels); spatial CV balanced "
                 f"accuracy {r.get('balanced_accuracy') or float('nan'):.2f}",

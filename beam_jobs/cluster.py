@@ -141,7 +141,7 @@ def build_pipeline(
             analysis.out_path(out, "cluster.png"), arr.astype(np.float32), extent,
             title=f"k-means, k={k}, on {sample_size} sampled pixels, period "
             f"{tags['source_period']}",
-            kind="classes", class_names={c: f"cluster {c}" for c in range(1, k + 1)},
+            kind="classes", class_names={c: f"cluster {c}" for c in range(1, k + 1)}, tags=tags,
         )  # fmt: skip
 
     _ = centroids | "WriteClusters" >> beam.Map(write_report, beam.pvalue.AsSingleton(sample))

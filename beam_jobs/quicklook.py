@@ -164,7 +164,7 @@ def build_pipeline(
         small = rgb[:, ::step, ::step].astype(np.float32) / 255.0
         small[:, (rgb[:, ::step, ::step] == 0).all(axis=0)] = np.nan
         analysis.render_png(
-            out, small, extent, kind="rgb",
+            out, small, extent, kind="rgb", tags={**tags, **stretch},
             title=f"embeddings {how} as RGB, period {tags['source_period']}",
         )  # fmt: skip
 

@@ -205,7 +205,9 @@ def build_pipeline(
     )
 
     def write_topk(best):
-        analysis.write_geoparquet(topk_frame(best), analysis.out_path(out, "topk.parquet"))
+        analysis.write_geoparquet(
+            topk_frame(best), analysis.out_path(out, "topk.parquet"), tags=tags
+        )
 
     def write_query(q):
         analysis.write_json(
@@ -226,7 +228,7 @@ def build_pipeline(
             title=f"similarity to the mean of {len(query_lon)} query point(s), "
             f"period {tags['source_period']}",
             cmap="magma", vmin=float(np.nanpercentile(arr, 2)), vmax=1.0,
-            label="dot product", points=(np.asarray(qx), np.asarray(qy)),
+            label="dot product", points=(np.asarray(qx), np.asarray(qy)), tags=tags,
         )  # fmt: skip
 
     _ = (

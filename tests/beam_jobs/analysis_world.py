@@ -215,3 +215,48 @@ def lonlat_of(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarra
     y = Y1 - (np.asarray(rows) + 0.5) * 10
     lon, lat = utm_to_lonlat(x, y, EPSG)
     return np.asarray(lon), np.asarray(lat)
+
+
+def provenance(path: Path) -> dict:
+    """The tags an analysis output carries, read by readers nobody here wrote: a COG's tags
+    (rasterio), a Parquet file's `earthembed` schema metadata (pyarrow), a JSON report's keys,
+    a PNG's `earthembed` text chunk (Pillow)."""
+    path = Path(path)
+    if path.suffix == ".tif":
+        import rasterio
+
+        with rasterio.open(path) as src:
+            return src.tags()
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return json.loads(pq.read_schema(path).metadata[b"earthembed"])
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    if path.suffix == ".png":
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return json.loads(im.text["earthembed"])
+    raise ValueError(f"no provenance reader for {path}")
+
+
+def shipped_model() -> tuple[str, str]:
+    """(version, sha256) of the shipped bundle the world is embedded with (its bundle.json)."""
+    root = Path(__file__).resolve().parents[2]
+    doc = json.loads((root / "model" / "weights" / "tiny" / "bundle.json").read_text())
+    return doc["version"], doc["sha256"]
+
+
+def assert_provenance(paths, period: str, *, aef: bool = False) -> None:
+    """Every output names the inputs' model version and hash and their period: the shipped
+    bundle's for our tiles; for AEF's copy the version only (`_write_aef_copy` keeps just that
+    tag), the hash unknown."""
+    paths = list(paths)
+    assert paths, "no outputs to check"
+    version, sha = shipped_model()
+    model = (version, "unknown") if aef else (version, sha)
+    for path in paths:
+        tags = provenance(path)
+        got = (tags["source_model_version"], tags["source_model_sha256"], tags["source_period"])
+        assert got == (*model, period), (path, got)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import pytest
-from analysis_world import mosaic_maps
+from analysis_world import assert_provenance, mosaic_maps
 from sklearn.metrics import roc_auc_score
 
 from beam_jobs import change
@@ -85,3 +85,8 @@ def test_aef_copy_gives_the_same_answers(runs):
     b = gpd.read_parquet(runs["aef"] / "changes.parquet")
     np.testing.assert_allclose(a["area_m2"], b["area_m2"])
     assert (runs["ours"] / "change.png").stat().st_size > 10_000
+
+
+def test_every_output_carries_the_inputs_model_and_period(runs):
+    for copy in ("ours", "aef"):
+        assert_provenance(sorted(runs[copy].iterdir()), "2023,2024", aef=copy == "aef")

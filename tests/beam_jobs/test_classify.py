@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from analysis_world import SIDE, mosaic_maps
+from analysis_world import SIDE, assert_provenance, mosaic_maps
 from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -113,3 +113,8 @@ def test_aef_copy_gives_the_same_answers(runs):
     a = files.read_json(runs["ours"] / "report.json")
     b = files.read_json(runs["aef"] / "report.json")
     assert a["confusion_matrix"] == b["confusion_matrix"]
+
+
+def test_every_output_carries_the_inputs_model_and_period(runs):
+    for copy in ("ours", "aef", "regression"):
+        assert_provenance(sorted(runs[copy].iterdir()), "2023", aef=copy == "aef")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from analysis_world import mosaic_maps
+from analysis_world import assert_provenance, mosaic_maps
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score as nmi
 
@@ -73,3 +73,8 @@ def test_aef_copy_gives_the_same_answers(runs):
     a = files.read_json(runs["ours"] / "clusters.json")
     b = files.read_json(runs["aef"] / "clusters.json")
     assert a["centroids"] == b["centroids"]
+
+
+def test_every_output_carries_the_inputs_model_and_period(runs):
+    for copy in ("ours", "aef"):
+        assert_provenance(sorted(runs[copy].iterdir()), "2023", aef=copy == "aef")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from analysis_world import SIDE
+from analysis_world import SIDE, assert_provenance
 
 from beam_jobs import quicklook
 from beam_jobs.io.cog import validate_cog
@@ -73,3 +73,8 @@ def test_rgb_cog_values_and_aef_copy(world, runs):
     for how in ("bands", "pca"):
         np.testing.assert_array_equal(_read(runs["ours", how])[0], _read(runs["aef", how])[0])
         assert runs["ours", how].stat().st_size > 10_000
+
+
+def test_every_output_carries_the_inputs_model_and_period(runs):
+    for (copy, _), png in runs.items():
+        assert_provenance(sorted(png.parent.iterdir()), "2023", aef=copy == "aef")

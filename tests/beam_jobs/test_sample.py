@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from analysis_world import EPSG, SIDE, X0, Y1
+from analysis_world import EPSG, SIDE, X0, Y1, assert_provenance
 
 from beam_jobs import runner, sample
 from beam_jobs.io.embeddings import list_embedding_tiles, read_tile_pixels
@@ -115,6 +115,7 @@ def test_sample_10000_points_opens_each_tile_once(world, points_files, tmp_path,
     assert (np.stack(got["embedding_int8"][~inside].to_numpy()) == embedding.NODATA).all()
     assert got["tile_id"][~inside].isna().all() and got["row"][~inside].isna().all()
     assert (got["period"] == "2023").all() and (got["site_class"] == df["site_class"]).all()
+    assert_provenance([out], "2023", aef=copy == "aef")
     # Each point's tile pixel maps back to its UTM pixel.
     by_id = {t.tile_id: t for t in tiles}
     r = np.array([round((Y1 - by_id[t].transform[5]) / 10) for t in got["tile_id"][inside]])
@@ -144,6 +145,7 @@ def test_sample_cli_every_period_and_confidence(world, points_files, tmp_path):
     assert sample.run(argv(world.ours)) == 0
     got = pd.read_parquet(out)
     assert sorted(got["period"].unique()) == ["2023", "2024"] and len(got) == 2 * len(df)
+    assert_provenance([out], "2023,2024")
     g24 = got[got["period"] == "2024"].reset_index(drop=True)
     ok = g24["valid"][:10_000].to_numpy()
     # The world's sidecar confidence is 1 everywhere (Sentinel-1 sees through clouds), so

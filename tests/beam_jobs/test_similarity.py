@@ -7,7 +7,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-from analysis_world import lonlat_of, mosaic_maps
+from analysis_world import assert_provenance, lonlat_of, mosaic_maps
 
 from beam_jobs import similarity
 from schemas import embedding
@@ -95,3 +95,8 @@ def test_aef_copy_gives_the_same_answers(runs):
     b = gpd.read_parquet(outs["aef"] / "topk.parquet")
     np.testing.assert_array_equal(a["score"], b["score"])
     np.testing.assert_array_equal(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy())
+
+
+def test_every_output_carries_the_inputs_model_and_period(runs):
+    for copy in ("ours", "aef"):
+        assert_provenance(sorted(runs[1][copy].iterdir()), "2023", aef=copy == "aef")

@@ -121,3 +121,43 @@ def test_build_training_data_entry_point_on_the_simulated_catalog(simulated, gcs
             data = data[12 + n + 4 :]
             records += 1
     assert records == 2
+
+
+@pytest.mark.slow
+def test_cluster_entry_point_on_tiny_tiles(gcs_root, monkeypatch):
+    """An analysis template end to end: the cluster example's parameters on two 40 x 40 px
+    tiles of five well-separated vector classes (8-column stripes): every stripe is one
+    cluster, and the outputs name the tiles' model and period."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    from beam_jobs.io.embeddings import write_embedding_cog
+
+    params = _examples("cluster", gcs_root)
+    assert (params["k"], params["period"]) == ("5", "2023")
+    centres = np.eye(64, dtype=np.float32)[:5]
+    stripes = np.repeat(np.arange(5), 8)  # column -> class
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        emb = centres[np.broadcast_to(stripes, (40, 40))] + 0.05 * rng.random((40, 40, 64))
+        emb /= np.linalg.norm(emb, axis=2, keepdims=True)
+        write_embedding_cog(
+            Path(params["embeddings"]) / "2023" / "31N" / f"t{i}.tif",
+            emb.astype(np.float32),
+            Affine(10.0, 0.0, 600_000.0 + 400 * i, 0.0, -10.0, 5_600_000.0),
+            32631,
+            tags={"model_version": "m-1", "model_sha256": "ab" * 32},
+        )
+    _launch("cluster", params, monkeypatch)
+    out = Path(params["out"])
+    for i in range(2):
+        with rasterio.open(out / f"t{i}_cluster.tif") as src:
+            labels, tags = src.read(1), src.tags()
+        assert (labels == labels[:1]).all()  # columns are constant
+        assert sorted(set(labels[0])) == [1, 2, 3, 4, 5]
+        assert all(len(set(labels[0, stripes == c])) == 1 for c in range(5))
+        assert (tags["source_model_version"], tags["source_period"]) == ("m-1", "2023")
+    report = json.loads((out / "clusters.json").read_text())
+    assert report["sample_size"] == 2 * 40 * 40 and sorted(report["sample_counts"]) == [640] * 5
+    assert (out / "cluster.png").stat().st_size > 5_000

@@ -476,8 +476,8 @@ def build_example(
     class_names: Mapping[int, str],
 ) -> dict[str, np.ndarray]:
     """Observations of one sample -> example features (composited first if asked)."""
-    if composite_mode == "monthly":
-        obs = composite.monthly_composites(obs.select_time(*spec.support))
+    if composite_mode != "none":
+        obs = composite.composites(obs.select_time(*spec.support), composite_mode)
     return examples.example_features(
         obs,
         t_start_ms=spec.valid_period[0],

@@ -59,7 +59,7 @@ DEFAULT_READ_BLOCK = 3
 # build-training-data
 DEFAULT_NUM_SAMPLES = 256
 DEFAULT_EVAL_FRACTION = 0.1
-COMPOSITES = ("none", "monthly")
+COMPOSITES = ("none", "monthly", "dekadal")
 # Mirrors of schemas/examples.py (which imports numpy).
 EXAMPLE_PATCH_SIZE = 128  # examples.DEFAULT_PATCH_SIZE
 EXAMPLE_MAX_FRAMES = 16  # examples.DEFAULT_MAX_FRAMES
@@ -371,7 +371,7 @@ def build_training_data_parser() -> argparse.ArgumentParser:
         "--composite",
         choices=COMPOSITES,
         default="none",
-        help="monthly: frames become monthly composites",
+        help="monthly / dekadal: frames become monthly / 10-day median composites",
     )
     p.add_argument("--subperiods", type=int, default=1, help="extra random periods per point")
     _add_out(p, "output directory (local or gs://)")

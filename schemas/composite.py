@@ -1,15 +1,17 @@
-"""Temporal composites of observations: monthly medians per source.
+"""Temporal composites of observations: monthly or dekadal medians per source.
 
-Many users' extractions, and the real samples in shared/realdata, hold monthly median
-composites rather than single acquisitions. `monthly_composite` turns a source's frames into
-that form so training data, the embed job and model/ can all see both. It lives in schemas/
-(plain numpy, no Beam/TF/JAX) because model/ never imports beam_jobs/.
+Many users' extractions, and the real samples in shared/realdata, hold monthly (or dekadal:
+10-day) median composites rather than single acquisitions. `composite` turns a source's
+frames into that form so training data, the embed job and model/ can all see both. It lives
+in schemas/ (plain numpy, no Beam/TF/JAX) because model/ never imports beam_jobs/.
 
-A month's composite frame: per pixel and band, the median of the valid, finite values of that
-month's frames (NaN where there are none); valid where the pixel was valid in at least one of
-them; time = the first instant of the month (UTC), as openEO/WorldCereal label composites;
-geometry = the mean of the month's known values. Months without frames are left out. Static
-sources are returned unchanged.
+A step's composite frame: per pixel and band, the median of the valid, finite values of that
+step's frames (NaN where there are none); valid where the pixel was valid in at least one of
+them; time = the first instant of the step (UTC), as openEO/WorldCereal label composites;
+geometry = the mean of the step's known values. Steps without frames are left out. Static
+sources are returned unchanged. Steps: calendar months (`monthly`), or dekads (`dekadal`,
+the agro-meteorological 10-day periods: days 1-10, 11-20 and 21 to the month's end, 36 a
+year, as FAO/WMO products and openEO's `dekad` use).
 """
 
 from __future__ import annotations
@@ -43,11 +45,27 @@ def month_bounds_ms(start_ms: int, end_ms: int) -> list[tuple[int, int]]:
         month += 1
 
 
-def monthly_composite(frames: SourceFrames) -> SourceFrames:
-    """One frame per calendar month with observations: the per-pixel median of valid values."""
+def dekad_start_ms(times_ms: np.ndarray) -> np.ndarray:
+    """ms since epoch -> the first instant (UTC) of each time's dekad (day 1, 11 or 21)."""
+    t = np.asarray(times_ms, dtype=np.int64)
+    days = t.astype("datetime64[ms]").astype("datetime64[D]")
+    month = days.astype("datetime64[M]")
+    day_of_month = (days - month.astype("datetime64[D]")).astype(np.int64)  # 0-based
+    start = month.astype("datetime64[D]") + np.minimum(day_of_month // 10, 2) * 10
+    return start.astype("datetime64[ms]").astype(np.int64)
+
+
+STEPS = {"monthly": month_start_ms, "dekadal": dekad_start_ms}
+
+
+def composite(frames: SourceFrames, step: str = "monthly") -> SourceFrames:
+    """One frame per step (`monthly` or `dekadal`) with observations: the per-pixel median
+    of valid values."""
+    if step not in STEPS:
+        raise ValueError(f"composite step must be one of {sorted(STEPS)}; got {step!r}")
     if sensors.get_sensor(frames.source).is_static or frames.num_frames == 0:
         return frames
-    month = month_start_ms(frames.times_ms)
+    month = STEPS[step](frames.times_ms)
     months = np.unique(month)
     masked = frames.masked_values()
     t, h, w, c = masked.shape
@@ -72,8 +90,16 @@ def monthly_composite(frames: SourceFrames) -> SourceFrames:
     )
 
 
+def composites(obs: Observations, step: str = "monthly") -> Observations:
+    """`composite` applied to every source of an Observations."""
+    return dataclasses.replace(obs, sources={k: composite(v, step) for k, v in obs.sources.items()})
+
+
+def monthly_composite(frames: SourceFrames) -> SourceFrames:
+    """One frame per calendar month with observations (`composite(frames, "monthly")`)."""
+    return composite(frames, "monthly")
+
+
 def monthly_composites(obs: Observations) -> Observations:
     """`monthly_composite` applied to every source of an Observations."""
-    return dataclasses.replace(
-        obs, sources={k: monthly_composite(v) for k, v in obs.sources.items()}
-    )
+    return composites(obs, "monthly")

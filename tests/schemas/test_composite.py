@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import pytest
 
 from schemas import composite, sensors
 from schemas.observations import Observations, SourceFrames
@@ -81,3 +82,39 @@ def test_invalid_month_pixel_stays_invalid_and_static_untouched():
     assert comp["cop_dem"] is dem
     assert comp["sentinel2_l2a"].num_frames == 1
     assert sensors.get_sensor("cop_dem").is_static
+
+
+def test_dekad_starts_and_dekadal_medians():
+    t = np.array(
+        [_ms(2023, 1, 1), _ms(2023, 1, 10, 23), _ms(2023, 1, 11), _ms(2023, 1, 31, 23)]
+        + [_ms(2023, 2, 21), _ms(2023, 2, 28, 12), _ms(2024, 2, 29)]
+    )
+    np.testing.assert_array_equal(
+        composite.dekad_start_ms(t),
+        [_ms(2023, 1, 1), _ms(2023, 1, 1), _ms(2023, 1, 11), _ms(2023, 1, 21)]
+        + [_ms(2023, 2, 21), _ms(2023, 2, 21), _ms(2024, 2, 21)],
+    )
+    # One pixel, one band: dekad 1 of January holds 1, 2, 4 -> 2; dekad 2 holds 10 -> 10;
+    # dekad 3 holds 7 (valid) and 99 (masked) -> 7. The monthly median of the valid values
+    # (1, 2, 4, 10, 7) is 4.
+    times = [_ms(2023, 1, 2), _ms(2023, 1, 5), _ms(2023, 1, 9), _ms(2023, 1, 15)]
+    times += [_ms(2023, 1, 22), _ms(2023, 1, 30)]
+    vals = np.array([1.0, 2.0, 4.0, 10.0, 7.0, 99.0], np.float32)
+    valid = np.array([True, True, True, True, True, False])[:, None, None]
+    sf = SourceFrames("sentinel1", np.stack([vals, vals - 5], -1)[:, None, None], valid, times)
+    out = composite.composite(sf, "dekadal")
+    assert out.times_ms.tolist() == [_ms(2023, 1, 1), _ms(2023, 1, 11), _ms(2023, 1, 21)]
+    np.testing.assert_array_equal(out.values[:, 0, 0, 0], [2.0, 10.0, 7.0])
+    np.testing.assert_array_equal(out.values[:, 0, 0, 1], [-3.0, 5.0, 2.0])
+    assert composite.composite(sf, "monthly").values[0, 0, 0, 0] == 4.0
+    # A year of daily frames gives 36 dekads.
+    days = [_ms(2023, 1, 1) + d * 86_400_000 for d in range(365)]
+    year = SourceFrames(
+        "sentinel1", np.zeros((365, 1, 1, 2), np.float32), np.ones((365, 1, 1), bool), days
+    )
+    assert (
+        composite.composites(Observations({"sentinel1": year}), "dekadal")["sentinel1"].num_frames
+        == 36
+    )
+    with pytest.raises(ValueError, match="weekly"):
+        composite.composite(sf, "weekly")

@@ -521,24 +521,81 @@ class TilePlan:
     chips: int
 
 
+class TileCodes:
+    """A tile's int8 codes and quality bands, assembled from its chips' results on demand:
+    any window of the tile without the whole (T, T, 64) array (4.3 GB at 8192 px).
+
+    Chips that failed or were never embedded stay nodata (-128 / 255).
+    """
+
+    def __init__(self, tile: Tile, chip_size: int, results: Iterable[ChipResult]):
+        self.size = tile.size
+        self.chip_size = chip_size
+        self._chips = {(r.i, r.j): r for r in results if r.q is not None}
+
+    @property
+    def valid_pixels(self) -> int:
+        return sum(r.valid_pixels for r in self._chips.values())
+
+    def bounds(self) -> tuple[int, int, int, int] | None:
+        """(r0, r1, c0, c1): the smallest window holding every embedded chip; None if none."""
+        if not self._chips:
+            return None
+        c = self.chip_size
+        r0 = min(i * c for i, _ in self._chips)
+        c0 = min(j * c for _, j in self._chips)
+        r1 = max(r.i * c + r.q.shape[0] for r in self._chips.values())
+        c1 = max(r.j * c + r.q.shape[1] for r in self._chips.values())
+        return r0, r1, c0, c1
+
+    def _paste(self, out: np.ndarray, r0: int, r1: int, c0: int, c1: int, quality: bool) -> None:
+        c = self.chip_size
+        for i in range(r0 // c, (r1 - 1) // c + 1):
+            for j in range(c0 // c, (c1 - 1) // c + 1):
+                res = self._chips.get((i, j))
+                if res is None:
+                    continue
+                h, w = res.q.shape[:2]
+                a0, a1 = max(r0, i * c), min(r1, i * c + h)
+                b0, b1 = max(c0, j * c), min(c1, j * c + w)
+                if a1 <= a0 or b1 <= b0:
+                    continue
+                src = (slice(a0 - i * c, a1 - i * c), slice(b0 - j * c, b1 - j * c))
+                dst = (slice(a0 - r0, a1 - r0), slice(b0 - c0, b1 - c0))
+                if quality:
+                    out[(slice(None), *dst)] = res.quality[(slice(None), *src)]
+                else:
+                    out[dst] = res.q[src]
+
+    def codes(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """int8 (r1 - r0, c1 - c0, 64): the codes of rows [r0, r1) and columns [c0, c1)."""
+        out = np.full((r1 - r0, c1 - c0, embedding.EMBEDDING_DIM), embedding.NODATA, np.int8)
+        self._paste(out, r0, r1, c0, c1, quality=False)
+        return out
+
+    def quality(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """uint8 (Q, r1 - r0, c1 - c0): the quality bands of that window."""
+        shape = (len(embedding.QUALITY_BANDS), r1 - r0, c1 - c0)
+        out = np.full(shape, embedding.QUALITY_NODATA, np.uint8)
+        self._paste(out, r0, r1, c0, c1, quality=True)
+        return out
+
+    def embeddings(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """float32 (r1 - r0, c1 - c0, 64), dequantized (NaN rows where nodata)."""
+        return embedding.dequantize(self.codes(r0, r1, c0, c1))
+
+
 def assemble_tile(
     tile: Tile, chip_size: int, results: Iterable[ChipResult]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Chip results -> the tile's int8 (T, T, 64) codes and uint8 (Q, T, T) quality.
+    """Chip results -> the tile's int8 (T, T, 64) codes and uint8 (Q, T, T) quality, whole
+    (`TileCodes` gives any window of them without the whole arrays).
 
     Chips that failed or were never embedded stay nodata (-128 / 255).
     """
     t = tile.size
-    q = np.full((t, t, embedding.EMBEDDING_DIM), embedding.NODATA, np.int8)
-    quality = np.full((len(embedding.QUALITY_BANDS), t, t), embedding.QUALITY_NODATA, np.uint8)
-    for r in results:
-        if r.q is None:
-            continue
-        r0, c0 = r.i * chip_size, r.j * chip_size
-        h, w = r.q.shape[:2]
-        q[r0 : r0 + h, c0 : c0 + w] = r.q
-        quality[:, r0 : r0 + h, c0 : c0 + w] = r.quality
-    return q, quality
+    codes = TileCodes(tile, chip_size, results)
+    return codes.codes(0, t, 0, t), codes.quality(0, t, 0, t)
 
 
 def cog_tags(spec: EmbedSpec) -> dict[str, str]:
@@ -627,18 +684,32 @@ def write_tile(spec: EmbedSpec, tile: Tile, results: Sequence[ChipResult], plann
     for old in (spec.marker_path(tile), spec.failed_marker_path(tile)):  # no longer true
         if FileSystems.exists(old):
             FileSystems.delete([old])
-    q, quality = assemble_tile(tile, spec.chip_size, results)
+    # From the chips' int8 codes a window at a time: never the tile's float (T, T, 64) array
+    # (17 GB at 8192 px) nor its int8 one; only the quality bands (6 B/px) are whole.
+    codes = TileCodes(tile, spec.chip_size, results)
+    t = tile.size
     crs = f"EPSG:{tile.epsg}"
     if "cog" in spec.formats:
-        emb = embedding.dequantize(q)  # exact: quantize(dequantize(q)) == q
         with local_target(spec.tile_path(tile, "_quality.tif")) as p:
-            embeddings.write_quality_cog(p, quality, tile.transform, crs, tags=cog_tags(spec))
+            embeddings.write_quality_cog(
+                p, codes.quality(0, t, 0, t), tile.transform, crs, tags=cog_tags(spec)
+            )
         with local_target(spec.tile_path(tile, ".tif")) as p:
-            embeddings.write_embedding_cog(p, emb, tile.transform, crs, tags=cog_tags(spec))
-        del emb
+            # exact: quantize(dequantize(q)) == q, and the overviews are those of the
+            # dequantized codes, as when the whole tile was written at once
+            embeddings.write_embedding_cog_blocks(
+                p, (t, t), codes.embeddings, tile.transform, crs, tags=cog_tags(spec)
+            )
     if "parquet" in spec.formats:
+        r0, r1, c0, c1 = codes.bounds() or (0, 0, 0, 0)
         table = embedding.embedding_table(
-            q, transform=tile.transform, epsg=tile.epsg, tile_id=tile.id, year=spec.year
+            codes.codes(r0, r1, c0, c1),
+            transform=tile.transform,
+            epsg=tile.epsg,
+            tile_id=tile.id,
+            year=spec.year,
+            origin=(r0, c0),
+            shape=(t, t),
         )
         with local_target(spec.tile_path(tile, ".parquet")) as p:
             embeddings.write_embedding_parquet(p, table)
@@ -647,7 +718,7 @@ def write_tile(spec: EmbedSpec, tile: Tile, results: Sequence[ChipResult], plann
         item = item_document(spec, tile)
         runner.write_bytes_atomic(spec.tile_path(tile, ".json"), _json_bytes(item))
     failed = sorted((r for r in results if r.error is not None), key=lambda r: r.chip_id)
-    valid = int((~(q == embedding.NODATA).all(axis=-1)).sum())
+    valid = codes.valid_pixels
     summary = {
         "tile_id": tile.id,
         "epsg": tile.epsg,

@@ -37,6 +37,10 @@ from schemas.observations import Observations
 DEFAULT_CHIP = 128
 DEFAULT_HALO = 16
 POINT_CHUNK = 256  # points per pixel-summary call of prepare_points (one compiled shape)
+# The encoder's working set at inference (`Bundle.encode_chunked`): strips of STRIP_ROWS rows
+# (a multiple of modules.CONTEXT_ROWS), as many items per call as fit STRIP_PIXELS pixels.
+STRIP_ROWS = 32
+STRIP_PIXELS = 32 * 128
 _NO_LOCATION = examples.Location(0, 0, 0, 0.0, 0.0)
 
 
@@ -69,6 +73,7 @@ class Bundle:
 
     def __post_init__(self):
         import jax
+        import jax.numpy as jnp
         import ml_collections
 
         from model import modules
@@ -87,7 +92,26 @@ class Bundle:
             mu, observed = model.apply({"params": params}, inputs, method=model.encode)
             return mu, observed
 
+        def frames(params, inputs):
+            return model.apply({"params": params}, inputs, method=model.encode_frames)
+
+        def context(params, pools):
+            # the strips' pools -> the whole chip's, then the STP blocks
+            whole = [
+                tuple(jnp.concatenate([s[f][k] for s in pools], axis=2) for k in (0, 1))
+                for f in range(len(modules.CONTEXT_FACTORS))
+            ]
+            return model.apply({"params": params}, *whole, method=model.encode_context)
+
+        def pixels(params, inputs, frames, mask, context):
+            return model.apply(
+                {"params": params}, inputs, frames, mask, context, method=model.encode_pixels
+            )
+
         self._encode = jax.jit(encode)
+        self._frames = jax.jit(frames)
+        self._context = jax.jit(context)
+        self._pixels = jax.jit(pixels)
         self._summary = jax.jit(lambda inputs: modules.pixel_summary(inputs, cfg.model))
         _ = self.embed_without  # a bad model.embed_without fails at load, not at the first chip
 
@@ -243,16 +267,55 @@ class Bundle:
 
     # ----------------------------------------------------------------------- embedding
 
-    def embed_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Stacked prepared inputs (B, ...) -> (B, P, P, D) float32; NaN where unobserved."""
+    def embed_batch(self, batch: Mapping[str, np.ndarray], *, chunked: bool = True) -> np.ndarray:
+        """Stacked prepared inputs (B, ...) -> (B, P, P, D) float32; NaN where unobserved.
+
+        `chunked` (the default) runs the encoder on row strips of a few items at a time
+        (`encode_chunked`: memory bounded by STRIP_PIXELS, not by B x P x P); False runs it
+        on the whole batch in one call (the reference the chunked path is tested against).
+        """
         inputs = features.to_model_inputs(batch, self._norm, max_frames=self.max_frames)
         if "pixel_summary" in batch:
             inputs["pixel_summary"] = np.asarray(batch["pixel_summary"], np.float32)
-        mu, observed = self._encode(self.params, inputs)
+        if chunked:
+            mu, observed = self.encode_chunked(inputs)
+        else:
+            mu, observed = self._encode(self.params, inputs)
         mu = np.asarray(mu, np.float32)
         observed = np.asarray(observed)[..., None]
         failed = observed & ~np.isfinite(mu).all(axis=-1, keepdims=True)
         return np.where(failed, np.inf, np.where(observed, mu, np.nan)).astype(np.float32)
+
+    def encode_chunked(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder on model inputs (B, ...) in bounded memory -> (mu, observed) as numpy.
+
+        Items go through in groups of `STRIP_PIXELS // (rows x W)` (one chip of 128 px at a
+        time; a whole batch of points), each in strips of STRIP_ROWS rows: the per-pixel
+        stages (`encode_frames`, `encode_pixels`) see one strip, only the context paths
+        (`encode_context`, at L/2 and coarser) the whole chip. The strips start at multiples
+        of `modules.CONTEXT_ROWS`, so every pool and upsampling sees what it sees whole.
+        """
+        from model import modules
+
+        b, _, h, w = inputs[f"{modules.SOURCES[0]}/mask"].shape
+        rows = min(h, STRIP_ROWS)
+        group = max(1, STRIP_PIXELS // (rows * w))
+        strips = [(r0, min(r0 + rows, h)) for r0 in range(0, h, rows)]
+        mu = np.empty((b, h, w, self.embedding_dim), np.float32)
+        observed = np.empty((b, h, w), bool)
+        for i in range(0, b, group):
+            items = {k: v[i : i + group] for k, v in inputs.items()}
+            fronts = [self._frames(self.params, _rows(items, r0, r1)) for r0, r1 in strips]
+            context = self._context(self.params, [f[2] for f in fronts])
+            for (r0, r1), (frames, mask, _) in zip(strips, fronts, strict=True):
+                ctx = tuple(
+                    c[:, :, r0 // f : -(-r1 // f)]
+                    for c, f in zip(context, modules.CONTEXT_FACTORS, strict=True)
+                )
+                m, o = self._pixels(self.params, _rows(items, r0, r1), frames, mask, ctx)
+                mu[i : i + group, r0:r1] = np.asarray(m, np.float32)
+                observed[i : i + group, r0:r1] = np.asarray(o)
+        return mu, observed
 
     def embed(
         self,
@@ -301,6 +364,18 @@ class Bundle:
                 hh, ww = min(chip, h - i), min(chip, w - j)
                 out[i : i + hh, j : j + ww] = e[halo : halo + hh, halo : halo + ww]
         return out.reshape(h * w, self.embedding_dim)
+
+
+def _rows(inputs: Mapping[str, np.ndarray], r0: int, r1: int) -> dict[str, np.ndarray]:
+    """Model inputs restricted to rows [r0, r1) (the spatial arrays; the rest as they are)."""
+    out = {}
+    for k, v in inputs.items():
+        if k.endswith(("/x", "/mask")):
+            v = v[:, :, r0:r1]  # (B, T, H, W[, C])
+        elif k == "pixel_summary":
+            v = v[:, r0:r1]  # (B, H, W, F)
+        out[k] = v
+    return out
 
 
 def _crop_padded(obs: Observations, i0: int, j0: int, size: int) -> Observations:

@@ -38,6 +38,10 @@ from model import vmf
 from schemas import sensors
 
 SOURCES = sensors.SOURCE_IDS
+# Pooling factors of the precision, time and space paths; a strip of rows starting at a
+# multiple of CONTEXT_ROWS pools exactly as the whole chip does over those rows.
+CONTEXT_FACTORS = (2, 8, 16)
+CONTEXT_ROWS = 16
 # Periods (days) of the sinusoidal timecode: a day to two years, the year and its harmonics.
 _MAX_PERIOD_DAYS = 730.0
 
@@ -356,15 +360,39 @@ class EmbeddingModel(nn.Module):
         `inputs["pixel_summary"]` (B, H, W, F), when given, is the per-pixel summary that
         reaches mu linearly, computed by the caller over more frames than the deep path sees
         (`model.bundle`: `summary_max_frames`); otherwise it is computed from `inputs`.
+
+        The three stages below are the whole encoder; inference runs them on row strips of
+        one chip at a time (`model.bundle`), which bounds its memory: only the context
+        paths need the whole chip, and they work at L/2 and coarser.
         """
+        frames, mask, pooled = self.encode_frames(inputs)
+        context = self.encode_context(*pooled)
+        return self.encode_pixels(inputs, frames, mask, context)
+
+    def encode_frames(self, inputs: Mapping[str, jax.Array]):
+        """inputs over rows [r0, r1) of a chip, r0 a multiple of `CONTEXT_ROWS` -> the
+        per-pixel frames (B, T_all, h, W, d), their mask (B, T_all, h, W), and the masked
+        pools of the frames at L/2, L/8 and L/16 as (features, mask) pairs: those rows of
+        the whole chip's pools (a pool never mixes pixels across such a strip boundary)."""
         frames = jnp.concatenate([self.projectors[s](inputs) for s in SOURCES], axis=1)
         mask = jnp.concatenate([inputs[f"{s}/mask"] for s in SOURCES], axis=1).astype(frames.dtype)
-        _, _, h, w, _ = frames.shape
-        p, mp = masked_pool(frames, mask, 2)
-        tt, mt = masked_pool(frames, mask, 8)
-        ss, ms = masked_pool(frames, mask, 16)
+        pooled = [masked_pool(frames, mask, f) for f in CONTEXT_FACTORS]
+        return frames, mask, pooled
+
+    def encode_context(self, p_pool, t_pool, s_pool):
+        """The masked pools of a whole chip's frames -> the precision, time and space paths
+        after the STP blocks (B, T_all, h_f, w_f, d) at L/2, L/8, L/16."""
+        (p, mp), (tt, mt), (ss, ms) = p_pool, t_pool, s_pool
         for block in self.blocks:
             p, tt, ss = block(p, tt, ss, mp, mt, ms)
+        return p, tt, ss
+
+    def encode_pixels(self, inputs, frames, mask, context) -> tuple[jax.Array, jax.Array]:
+        """Per-pixel read-out of rows [r0, r1) (r0 a multiple of `CONTEXT_ROWS`): `inputs`,
+        `frames` and `mask` over those rows, `context` the paths' rows that cover them
+        (rows r0 / f .. ceil(r1 / f) at factor f) -> (mu, observed) of those rows."""
+        _, _, h, w, _ = frames.shape
+        p, tt, ss = context
         # The coarse paths join the per-pixel frames through gates that start at 0 (ReZero):
         # at initialization mu depends on each pixel's own observations only, and context is
         # let in as training finds it useful. Without the gates the L/8 and L/16 paths

@@ -267,16 +267,38 @@ def renormalized_overviews(
         raise ValueError(f"min_size must be >= 1; got {min_size}")
     levels = []
     sums, counts = emb, valid
-    h, w = valid.shape
-    while max(h, w) > min_size:
-        sums, counts = _sum_2x2(sums, counts)
-        h, w = counts.shape
-        norm = np.linalg.norm(sums, axis=-1)
-        ok = (counts > 0) & (norm > 1e-6 * np.maximum(counts, 1))
-        unit = np.full(sums.shape, np.nan, np.float32)
-        unit[ok] = sums[ok] / norm[ok][:, None]
+    for _ in overview_shapes(valid.shape, min_size)[1:]:
+        sums, counts, unit, ok = overview_step(sums, counts)
         levels.append((unit, ok))
     return levels
+
+
+def overview_shapes(shape: tuple[int, int], min_size: int = 1) -> list[tuple[int, int]]:
+    """(h, w) of level 0 (`shape`) and of each level `renormalized_overviews` makes."""
+    h, w = shape
+    out = [(h, w)]
+    while max(h, w) > min_size:
+        h, w = -(-h // 2), -(-w // 2)
+        out.append((h, w))
+    return out
+
+
+def overview_step(
+    sums: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One level of `renormalized_overviews`: the previous level's vector sums and valid
+    counts (level 0: the embeddings and their valid mask) -> this level's sums, counts, unit
+    vectors (NaN rows where invalid) and valid mask.
+
+    A pixel of level k depends only on the 2^k x 2^k block of level 0 it covers, so blocks
+    of level 0 aligned to 2^k give exactly their part of the whole field's level k.
+    """
+    sums, counts = _sum_2x2(sums, counts)
+    norm = np.linalg.norm(sums, axis=-1)
+    ok = (counts > 0) & (norm > 1e-6 * np.maximum(counts, 1))
+    unit = np.full(sums.shape, np.nan, np.float32)
+    unit[ok] = sums[ok] / norm[ok][:, None]
+    return sums, counts, unit, ok
 
 
 # ---------------------------------------------------------------------------------- quality
@@ -453,6 +475,8 @@ def embedding_table(
     year: int,
     float_embeddings: np.ndarray | None = None,
     valid: np.ndarray | None = None,
+    origin: tuple[int, int] = (0, 0),
+    shape: tuple[int, int] | None = None,
 ) -> pa.Table:
     """One row per valid pixel of a tile, in spatial order, with GeoParquet metadata attached.
 
@@ -465,6 +489,9 @@ def embedding_table(
         float_embeddings: optional float (H, W, 64); adds an `embedding_f32` column.
         valid: optional bool (H, W) selecting pixels (e.g. a sample); pixels that are NODATA
             are never written.
+        origin: (row, col) of q's first pixel in the tile, when q is a window of it that
+            holds all its valid pixels (the table is the whole tile's: the same rows).
+        shape: (rows, cols) of the whole tile (default: q's).
 
     Returns:
         A pyarrow Table (columns geometry, bbox, embedding[, embedding_f32], tile_id, row, col,
@@ -481,10 +508,10 @@ def embedding_table(
             raise ValueError(f"valid has shape {np.shape(valid)}; expected {keep.shape}")
         keep &= np.asarray(valid, dtype=bool)
     rows, cols = np.nonzero(keep)
-    order = _spatial_order(rows, cols)
+    order = _spatial_order(rows + origin[0], cols + origin[1])
     rows, cols = rows[order], cols[order]
     t = transform
-    cx, cy = cols + 0.5, rows + 0.5
+    cx, cy = cols + origin[1] + 0.5, rows + origin[0] + 0.5
     x = t.c + cx * t.a + cy * t.b
     y = t.f + cx * t.d + cy * t.e
     n = len(rows)
@@ -501,6 +528,7 @@ def embedding_table(
         if f.shape != q.shape:
             raise ValueError(f"float_embeddings has shape {f.shape}; expected {q.shape}")
         columns["embedding_f32"] = _fixed_list(f[rows, cols])
+    rows, cols = rows + origin[0], cols + origin[1]
     columns["tile_id"] = pa.repeat(pa.scalar(tile_id, pa.string()), n)
     columns["row"] = pa.array(rows.astype(np.int32))
     columns["col"] = pa.array(cols.astype(np.int32))
@@ -513,7 +541,7 @@ def embedding_table(
         "year": int(year),
         "epsg": int(epsg),
         "transform": list(transform)[:6],
-        "shape": list(q.shape[:2]),
+        "shape": list(shape or q.shape[:2]),
     }
     return table.replace_schema_metadata(
         {"geo": json.dumps(geo_metadata(epsg, bbox)), "earthembed": json.dumps(info)}

@@ -18,10 +18,12 @@ overview pixels are exactly the given ones. `validate_cog` wraps rio-cogeo's val
 
 from __future__ import annotations
 
+import contextlib
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -183,46 +185,150 @@ def _write_with_levels(
                 f"overview level {k} must be ({data.shape[0]}, h, w) {data.dtype}; "
                 f"got {level.dtype} {level.shape}"
             )
+    arrays = [data, *(np.asarray(level) for level in levels)]
+
+    def fill(dsts: Sequence) -> None:
+        for dst, level in zip(dsts, arrays, strict=True):
+            h, w = level.shape[1:]
+            for r0 in range(0, h, _STRIP):
+                r1 = min(r0 + _STRIP, h)
+                dst.write(level[:, r0:r1], window=Window(0, r0, w, r1 - r0))
+
+    shapes = [a.shape[1:] for a in arrays]
+    _write_pyramid(
+        path, shapes, data.shape[0], data.dtype, fill, transform, crs, nodata, band_names, tags,
+        options,
+    )  # fmt: skip
+
+
+def write_cog_pyramid(
+    path: str | os.PathLike,
+    shapes: Sequence[tuple[int, int]],
+    count: int,
+    dtype: np.dtype | str,
+    fill: Callable[[Sequence[Any]], None],
+    transform: Affine,
+    crs: str | int | CRS,
+    *,
+    nodata: float | int,
+    band_names: Sequence[str] | None = None,
+    tags: Mapping[str, object] | None = None,
+    blocksize: int = 256,
+    compress: str = "DEFLATE",
+) -> str:
+    """Write a COG whose levels (full resolution, then overviews) are filled window by window,
+    atomically, in bounded memory: what `write_cog` does with `overview_levels`, without the
+    arrays.
+
+    Args:
+        path: destination file; parent folders are created.
+        shapes: (h, w) of level 0 (the full resolution), 1, 2, ... (level k: the 2^k reduction).
+        count, dtype: bands and data type of every level.
+        fill: called once with one open rasterio dataset per level (pixel-interleaved, tiled
+            256 px, sparse); it writes (count, h, w) windows with `dst.write(a, window=...)`.
+            A scratch block never written reads as `nodata` and costs nothing; one written
+            in part reads 0 where it was not written (GDAL), so write whole blocks or all.
+        transform, crs, nodata, band_names, tags, blocksize, compress: as `write_cog`.
+
+    Returns:
+        The path written. The file is byte-identical to `write_cog(..., overview_levels=...)`
+        with the same pixels.
+    """
+    options = cog_options(blocksize, compress)
+    if band_names is not None and len(band_names) != count:
+        raise ValueError(f"{len(band_names)} band names for {count} bands")
+    path = os.fspath(path)
+    _write_pyramid(
+        path, [tuple(s) for s in shapes], count, np.dtype(dtype), fill, transform,
+        _as_crs(crs), nodata, band_names, tag_strings(tags), options,
+    )  # fmt: skip
+    return path
+
+
+# Tile side of the scratch pyramid's GTiffs (`write_cog_pyramid`).
+SCRATCH_BLOCK = 256
+# GDAL's block cache while a pyramid is written and copied (MB): the default (5% of the RAM)
+# would hold gigabytes of a large tile's blocks in each worker process.
+_CACHE_MB = 128
+
+
+def _write_pyramid(
+    path: str,
+    shapes: Sequence[tuple[int, int]],
+    count: int,
+    dtype: np.dtype,
+    fill: Callable[[Sequence[Any]], None],
+    transform: Affine,
+    crs: CRS,
+    nodata: float | int | None,
+    band_names: Sequence[str] | None,
+    tags: Mapping[str, str],
+    options: Mapping[str, str],
+) -> None:
+    """The scratch pyramid (one plain GTiff per level, filled by `fill`), its VRT, the COG."""
     wkt = crs.to_wkt()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with files.atomic_target(path) as tmp, files.scratch_dir(tmp) as work:
-        paths = []
-        for k, level in enumerate([data, *levels]):
-            paths.append(os.path.join(work, f"level{k}.tif"))
-            _write_level(paths[-1], np.asarray(level), transform @ Affine.scale(2**k), wkt, nodata)
+    with (
+        rasterio.Env(GDAL_CACHEMAX=_CACHE_MB),
+        files.atomic_target(path) as tmp,
+        files.scratch_dir(tmp) as work,
+    ):
+        paths = [os.path.join(work, f"level{k}.tif") for k in range(len(shapes))]
+        with contextlib.ExitStack() as stack:
+            dsts = [
+                stack.enter_context(
+                    _open_level(p, shape, count, dtype, transform @ Affine.scale(2**k), wkt, nodata)
+                )
+                for k, (p, shape) in enumerate(zip(paths, shapes, strict=True))
+            ]
+            fill(dsts)
         vrt = os.path.join(work, "pyramid.vrt")
-        Path(vrt).write_text(_overview_vrt(paths, data, transform, wkt, nodata, band_names, tags))
-        rasterio.shutil.copy(
-            vrt, tmp, driver="COG", OVERVIEWS="FORCE_USE_EXISTING" if levels else "NONE", **options
+        Path(vrt).write_text(
+            _overview_vrt(
+                paths, (count, *shapes[0]), dtype, transform, wkt, nodata, band_names, tags
+            )
         )
+        rasterio.shutil.copy(
+            vrt, tmp, driver="COG",
+            OVERVIEWS="FORCE_USE_EXISTING" if len(shapes) > 1 else "NONE", **options,
+        )  # fmt: skip
 
 
-def _write_level(
-    path: str, data: np.ndarray, transform: Affine, wkt: str, nodata: float | int | None
-) -> None:
-    """A plain, uncompressed, pixel-interleaved GTiff of one pyramid level, a strip at a time."""
-    c, h, w = data.shape
+def _open_level(
+    path: str,
+    shape: tuple[int, int],
+    count: int,
+    dtype: np.dtype,
+    transform: Affine,
+    wkt: str,
+    nodata: float | int | None,
+):
+    """A plain, uncompressed, pixel-interleaved, tiled and sparse GTiff of one pyramid level,
+    open for writing (blocks never written read as nodata and take no disk)."""
+    h, w = shape
     profile = {
         "driver": "GTiff",
         "width": w,
         "height": h,
-        "count": c,
-        "dtype": data.dtype.name,
+        "count": count,
+        "dtype": dtype.name,
         "nodata": nodata,
         "crs": wkt,
         "transform": transform,
         "interleave": "pixel",
+        "tiled": True,
+        "blockxsize": SCRATCH_BLOCK,
+        "blockysize": SCRATCH_BLOCK,
+        "SPARSE_OK": "TRUE",
         "BIGTIFF": "IF_SAFER",
     }
-    with rasterio.open(path, "w", **profile) as dst:
-        for r0 in range(0, h, _STRIP):
-            r1 = min(r0 + _STRIP, h)
-            dst.write(data[:, r0:r1], window=Window(0, r0, w, r1 - r0))
+    return rasterio.open(path, "w", **profile)
 
 
 def _overview_vrt(
     level_paths: Sequence[str],
-    data: np.ndarray,
+    shape: tuple[int, int, int],
+    dtype: np.dtype,
     transform: Affine,
     wkt: str,
     nodata: float | int | None,
@@ -230,7 +336,7 @@ def _overview_vrt(
     tags: Mapping[str, str],
 ) -> str:
     """VRT XML of the full-resolution level whose bands list the other levels as overviews."""
-    c, h, w = data.shape
+    c, h, w = shape
     root = ET.Element("VRTDataset", rasterXSize=str(w), rasterYSize=str(h))
     ET.SubElement(root, "SRS").text = wkt
     ET.SubElement(root, "GeoTransform").text = ", ".join(
@@ -239,7 +345,7 @@ def _overview_vrt(
     md = ET.SubElement(root, "Metadata")
     for k, v in tags.items():
         ET.SubElement(md, "MDI", key=k).text = v
-    data_type = rasterio.dtypes._gdal_typename(data.dtype.name)
+    data_type = rasterio.dtypes._gdal_typename(np.dtype(dtype).name)
     for b in range(1, c + 1):
         band = ET.SubElement(root, "VRTRasterBand", dataType=data_type, band=str(b))
         if band_names is not None:

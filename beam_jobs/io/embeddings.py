@@ -31,7 +31,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +53,9 @@ from schemas.embedding import (
     QUALITY_NODATA,
     QUANTIZATION_RULE,
     dequantize,
+    overview_shapes,
+    overview_step,
     quantize,
-    renormalized_overviews,
     valid_mask,
 )
 from schemas.grid import bbox_intersects
@@ -109,19 +110,123 @@ def write_embedding_cog(
     emb = np.asarray(emb)
     if emb.ndim != 3 or emb.shape[-1] != EMBEDDING_DIM or 0 in emb.shape:
         raise ValueError(f"write_embedding_cog needs (H, W, {EMBEDDING_DIM}); got {emb.shape}")
+    return write_embedding_cog_blocks(
+        path,
+        emb.shape[:2],
+        lambda r0, r1, c0, c1: emb[r0:r1, c0:c1],
+        transform,
+        crs,
+        tags=tags,
+        blocksize=blocksize,
+        compress=compress,
+        overview_min_size=overview_min_size,
+    )
+
+
+# Side of the square blocks (a power of two) `write_embedding_cog_blocks` works in: 64 MiB of
+# float32 embeddings, whatever the tile size.
+WORK_BLOCK = 512
+
+
+def write_embedding_cog_blocks(
+    path: str | os.PathLike,
+    shape: tuple[int, int],
+    read: Callable[[int, int, int, int], np.ndarray],
+    transform: Affine,
+    crs: str | int | CRS,
+    *,
+    tags: Mapping[str, object] | None = None,
+    blocksize: int = 256,
+    compress: str = "ZSTD",
+    overview_min_size: int = 1,
+    work_block: int = WORK_BLOCK,
+) -> str:
+    """`write_embedding_cog` of an (H, W) field read a block at a time: memory bounded by
+    `work_block`, not by the tile; the same file, byte for byte.
+
+    Args:
+        path, transform, crs, tags, blocksize, compress, overview_min_size: as
+            `write_embedding_cog`.
+        shape: (H, W) of the field.
+        read: read(r0, r1, c0, c1) -> float (r1 - r0, c1 - c0, 64) unit vectors of those rows
+            and columns, NaN rows where there is no embedding.
+        work_block: side of the square blocks read (a power of two). Within a block, the
+            overview levels up to its size are computed from it (a level-k pixel depends only
+            on the 2^k x 2^k pixels it covers: `overview_step`); the sums at that level are
+            kept for the whole field (1 / work_block^2 of it) and give the coarser levels.
+            Blocks without a valid pixel are not written (the scratch levels are sparse).
+
+    Returns:
+        The path written.
+    """
+    h, w = (int(v) for v in shape)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"write_embedding_cog needs (H, W, {EMBEDDING_DIM}); got {(h, w)}")
     if transform.b != 0 or transform.d != 0 or transform.a <= 0 or transform.e >= 0:
         raise ValueError(f"embedding COGs are north-up; got geotransform {tuple(transform)[:6]}")
-    cog.cog_options(blocksize, compress)  # fail before the pyramid is computed
+    if work_block < 2 or work_block & (work_block - 1):
+        raise ValueError(f"work_block must be a power of two >= 2; got {work_block}")
+    cog.cog_options(blocksize, compress)  # fail before anything is computed
     all_tags = {
         "quantization": QUANTIZATION_RULE,
         "overviews": OVERVIEW_RULE,
         "software_version": _software_version(),
         **cog.tag_strings(tags),
     }
-    levels = renormalized_overviews(emb, valid_mask(emb), min_size=overview_min_size)
-    return cog.write_cog(
+    shapes = overview_shapes((h, w), overview_min_size)
+    levels = len(shapes) - 1
+    inner = min(levels, work_block.bit_length() - 1)  # levels computed inside one block
+    coarse = None
+    if levels > inner:
+        ch, cw = shapes[inner]
+        coarse = np.zeros((ch, cw, EMBEDDING_DIM), np.float32), np.zeros((ch, cw), np.int64)
+
+    from rasterio.windows import Window
+
+    def put(dst, k: int, r0: int, c0: int, unit: np.ndarray) -> None:
+        bh, bw = unit.shape[:2]
+        window = Window(c0 >> k, r0 >> k, bw, bh)
+        dst.write(quantize(unit).transpose(2, 0, 1), window=window)
+
+    def put_nodata(dst, k: int, r0: int, c0: int, bh: int, bw: int) -> None:
+        # GDAL fills a scratch block that is written in part with 0, not nodata: only a
+        # window made of whole scratch blocks may stay unwritten.
+        if (work_block >> k) < cog.SCRATCH_BLOCK:
+            nodata = np.full((EMBEDDING_DIM, -(-bh >> k), -(-bw >> k)), NODATA, np.int8)
+            dst.write(nodata, window=Window(c0 >> k, r0 >> k, nodata.shape[2], nodata.shape[1]))
+
+    def fill(dsts) -> None:
+        for r0 in range(0, h, work_block):
+            for c0 in range(0, w, work_block):
+                r1, c1 = min(r0 + work_block, h), min(c0 + work_block, w)
+                emb = np.asarray(read(r0, r1, c0, c1))
+                valid = valid_mask(emb)
+                if not valid.any():  # sums and counts stay 0, as the whole field's
+                    for k in range(inner + 1):
+                        put_nodata(dsts[k], k, r0, c0, r1 - r0, c1 - c0)
+                    continue
+                put(dsts[0], 0, r0, c0, emb)
+                sums, counts = emb, valid
+                for k in range(1, inner + 1):
+                    sums, counts, unit, _ = overview_step(sums, counts)
+                    put(dsts[k], k, r0, c0, unit)
+                if coarse is not None:
+                    rows = slice(r0 >> inner, (r0 >> inner) + counts.shape[0])
+                    cols = slice(c0 >> inner, (c0 >> inner) + counts.shape[1])
+                    coarse[0][rows, cols] = sums
+                    coarse[1][rows, cols] = counts
+        if coarse is not None:
+            sums, counts = coarse
+            for k in range(inner + 1, levels + 1):
+                sums, counts, unit, _ = overview_step(sums, counts)
+                put(dsts[k], k, 0, 0, unit)
+
+    return cog.write_cog_pyramid(
         path,
-        quantize(emb).transpose(2, 0, 1),
+        shapes,
+        EMBEDDING_DIM,
+        np.int8,
+        fill,
         transform,
         crs,
         nodata=NODATA,
@@ -129,7 +234,6 @@ def write_embedding_cog(
         tags=all_tags,
         blocksize=blocksize,
         compress=compress,
-        overview_levels=[quantize(level).transpose(2, 0, 1) for level, _ in levels],
     )
 
 

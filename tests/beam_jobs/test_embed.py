@@ -91,6 +91,36 @@ def test_chips_in_aoi_keeps_chips_whose_core_overlaps(tmp_path):
     assert len(embed.chips_in_aoi(tile, _spec(tmp_path))) == 16  # no AOI: all chips
 
 
+def test_tile_codes_windows_and_parquet_match_the_whole_tile():
+    """TileCodes gives any window of the assembled tile (codes and quality) without the whole
+    arrays, and the GeoParquet table built from the embedded chips' window (origin) is the
+    table of the whole tile."""
+    tile = Tile(32631, 963, 8758, 20)
+    rng = np.random.default_rng(0)
+    results = []
+    for i, j in [(0, 1), (1, 1), (1, 2), (3, 0)]:  # 6 px chips; the last row/col are clipped
+        h, w = min(6, 20 - 6 * i), min(6, 20 - 6 * j)
+        q = rng.integers(-127, 128, size=(h, w, 64)).astype(np.int8)
+        q[0, 0] = embedding.NODATA
+        quality = rng.integers(0, 255, size=(len(embedding.QUALITY_BANDS), h, w)).astype(np.uint8)
+        results.append(embed.ChipResult(tile.id, f"c{i}{j}", i, j, q=q, quality=quality))
+    results.append(embed.ChipResult(tile.id, "bad", 2, 2, error="boom"))
+    whole_q, whole_quality = embed.assemble_tile(tile, 6, results)
+    codes = embed.TileCodes(tile, 6, results)
+    for r0, r1, c0, c1 in [(0, 20, 0, 20), (5, 13, 7, 19), (18, 20, 0, 3), (0, 1, 19, 20)]:
+        np.testing.assert_array_equal(codes.codes(r0, r1, c0, c1), whole_q[r0:r1, c0:c1])
+        np.testing.assert_array_equal(codes.quality(r0, r1, c0, c1), whole_quality[:, r0:r1, c0:c1])
+    np.testing.assert_array_equal(whole_q[19, 5], results[3].q[1, 5])  # chip (3, 0): rows 18..
+    assert codes.bounds() == (0, 20, 0, 18)
+    assert codes.valid_pixels == int((~(whole_q == embedding.NODATA).all(-1)).sum())
+    r0, r1, c0, c1 = codes.bounds()
+    kw = {"transform": tile.transform, "epsg": tile.epsg, "tile_id": tile.id, "year": 2023}
+    part = embedding.embedding_table(
+        codes.codes(r0, r1, c0, c1), origin=(r0, c0), shape=(20, 20), **kw
+    )
+    assert part.equals(embedding.embedding_table(whole_q, **kw), check_metadata=True)
+
+
 def test_assemble_tile_and_quality_hand_values():
     tile = Tile(32631, 963, 8758, 4)
     q = np.full((2, 2, 64), 3, np.int8)

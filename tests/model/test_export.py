@@ -244,3 +244,31 @@ def test_tampered_bundle_is_refused(bundle_dir, tmp_path):
     (bad / "bundle.json").unlink()
     with pytest.raises(bundle_mod.BundleError, match="no bundle.json"):
         load_bundle(str(bad))
+
+
+def test_chunked_encoder_equals_the_whole_batch_in_one_call(bundle_dir, monkeypatch):
+    """embed_batch runs the encoder on row strips of one chip at a time (memory bounded);
+    with the context paths switched on (gates != 0) it gives the one-call encoder's vectors,
+    although a strip alone would not (its pools and attention need the whole chip)."""
+    b = load_bundle(str(bundle_dir))
+    b.params = jax.tree_util.tree_map(np.asarray, b.params)
+    b.params["context_gates"] = np.array([0.8, -0.6, 0.9], np.float32)
+    b.params["summarizer"]["deep_gate"] = np.array(1.0, np.float32)
+    monkeypatch.setattr(bundle_mod, "STRIP_ROWS", 16)  # 40 rows: strips of 16, 16 and 8
+    monkeypatch.setattr(bundle_mod, "STRIP_PIXELS", 16 * 40)  # one chip per call
+    period = {"t_start_ms": 1672531200000, "t_end_ms": 1704067200000}
+    items = [b.prepare(_obs(40, 40, seed=s), **period) for s in (1, 2)]
+    batch = b.pad_batch(items, 3)
+    whole = b.embed_batch(batch, chunked=False)
+    chunked = b.embed_batch(batch)
+    assert chunked.shape == whole.shape == (3, 40, 40, 64)
+    np.testing.assert_array_equal(np.isnan(chunked), np.isnan(whole))
+    np.testing.assert_allclose(chunked, whole, atol=2e-6, equal_nan=True)
+    # the strips' context is the whole chip's: the first 16 x 16 px embedded alone differ
+    o = _obs(40, 40, seed=1)
+    sub = Observations(
+        sources={k: sf.crop(slice(0, 16), slice(0, 16)) for k, sf in o.sources.items()},
+        window=GridWindow(32631, 600000.0, 5600000.0, 16, 16),
+    )
+    alone = b.embed_batch(b.pad_batch([b.prepare(sub, **period)], 1), chunked=False)[0]
+    assert np.nanmax(np.abs(alone - whole[0, :16, :16])) > 1e-3

@@ -53,8 +53,10 @@ DEFAULT_TILE_SIZE = 1024
 DEFAULT_CHIP_SIZE = 96
 DEFAULT_HALO = 16
 # Chips per side read in one window: one 320 px read of 3 x 3 chips of the demo (a year, every
-# source) takes 2.7 s against 4.8 s for nine 128 px reads, at ~0.5 GB in memory.
-DEFAULT_READ_BLOCK = 3
+# source) takes 2.7 s against 4.8 s for nine 128 px reads, but holds the block and its nine
+# chip crops (76 MB each) at once, 1.2-1.7 GB of RSS; 2 x 2 (a 224 px read, one batch of 4
+# chips) keeps most of the saving within the 2.5 GB per-worker budget of issue 26.
+DEFAULT_READ_BLOCK = 2
 
 # build-training-data
 DEFAULT_NUM_SAMPLES = 256

@@ -246,6 +246,8 @@ class Bundle:
     def embed_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """Stacked prepared inputs (B, ...) -> (B, P, P, D) float32; NaN where unobserved."""
         inputs = features.to_model_inputs(batch, self._norm, max_frames=self.max_frames)
+        if inputs[f"{sensors.SOURCE_IDS[0]}/mask"].shape[2:] == (1, 1):  # points: frames in use
+            inputs = features.drop_padding_frames(inputs)
         if "pixel_summary" in batch:
             inputs["pixel_summary"] = np.asarray(batch["pixel_summary"], np.float32)
         mu, observed = self._encode(self.params, inputs)

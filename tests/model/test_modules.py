@@ -130,6 +130,23 @@ def test_point_shortcuts_equal_the_padded_computations(model_and_params, monkeyp
     np.testing.assert_allclose(fast, slow, atol=1e-6)
 
 
+def test_dropping_padding_frames_keeps_mu(model_and_params):
+    """Frames that are padding in every example (features.drop_padding_frames, used for
+    points) do not change mu beyond float rounding."""
+    c, model, params = model_and_params
+    inputs = _inputs(3, 1, 8, seed=5)
+    for s in ("sentinel2_l2a", "era5_land"):
+        inputs[f"{s}/mask"][:, 3:] = 0
+        inputs[f"{s}/x"][:, 3:] = 0
+    inputs["sentinel2_l2a/mask"][2, 1:] = 0
+    trimmed = features.drop_padding_frames(inputs)
+    assert trimmed["era5_land/mask"].shape[1] == 4 and trimmed["sentinel1/mask"].shape[1] == 8
+    full = model.apply(params, inputs, method=model.encode)[0]
+    np.testing.assert_allclose(
+        model.apply(params, trimmed, method=model.encode)[0], full, atol=1e-6
+    )
+
+
 def test_harmonic_summary_hand_computed():
     """Mean, annual cos/sin coefficients over valid frames only; static sources as is."""
     x = features.empty_inputs(1, 1, 4)

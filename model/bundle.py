@@ -275,6 +275,8 @@ class Bundle:
         on the whole batch in one call (the reference the chunked path is tested against).
         """
         inputs = features.to_model_inputs(batch, self._norm, max_frames=self.max_frames)
+        if inputs[f"{sensors.SOURCE_IDS[0]}/mask"].shape[2:] == (1, 1):  # points: frames in use
+            inputs = features.drop_padding_frames(inputs)
         if "pixel_summary" in batch:
             inputs["pixel_summary"] = np.asarray(batch["pixel_summary"], np.float32)
         if chunked:

@@ -162,6 +162,31 @@ def to_model_inputs(
     return out
 
 
+def drop_padding_frames(inputs: Mapping[str, np.ndarray], multiple: int = 4) -> dict:
+    """Model inputs without the trailing frames that are padding in every example of the
+    batch, per time-varying source (kept: the last valid frame, rounded up to `multiple`,
+    so few distinct shapes compile; at least one frame).
+
+    The encoder treats a frame with mask 0 as absent (zero features, masked keys, zero
+    pooling weight) and frames carry their time, not their index, so mu is the same to
+    float rounding. embed-points uses it: a point set rarely has `max_frames` valid frames
+    of every source (ERA5 has 12 a year; presto's fuel moisture set has 3 of each).
+    """
+    out = dict(inputs)
+    for s in sensors.SOURCE_IDS:
+        mask = np.asarray(inputs[f"{s}/mask"])
+        t = mask.shape[1]
+        if t <= 1:
+            continue
+        used = np.flatnonzero(mask.reshape(mask.shape[0], t, -1).any(axis=(0, 2)))
+        keep = min(t, max(1, -(-(int(used[-1]) + 1 if len(used) else 0) // multiple) * multiple))
+        if keep < t:
+            for k in ("x", "mask", "band_mask", "t", "geometry"):
+                if f"{s}/{k}" in out:
+                    out[f"{s}/{k}"] = out[f"{s}/{k}"][:, :keep]
+    return out
+
+
 def empty_inputs(batch: int, patch_size: int, max_frames: int) -> dict[str, np.ndarray]:
     """All-padding inputs of the given shape (used to pad batches to a fixed size)."""
     feats = examples.feature_layout(patch_size=patch_size, max_frames=max_frames)

@@ -142,6 +142,8 @@ def masked_pool(x: jax.Array, mask: jax.Array, factor: int) -> tuple[jax.Array, 
     if factor == 1:
         return x, mask
     b, t, h, w, d = x.shape
+    if h == w == 1:  # a point (P = 1): its own value, without padding it to factor x factor
+        return x * mask[..., None], (mask > 0).astype(x.dtype)
     hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
     pad = ((0, 0), (0, 0), (0, hp - h), (0, wp - w))
     m = jnp.pad(mask, pad)
@@ -153,10 +155,38 @@ def masked_pool(x: jax.Array, mask: jax.Array, factor: int) -> tuple[jax.Array, 
 
 def upsample(x: jax.Array, factor: int, h: int, w: int) -> jax.Array:
     """Nearest-neighbour upsampling of (B, T, h', w', d) by `factor`, cropped to (h, w)."""
-    if factor == 1:
+    if factor == 1 or h == w == 1:  # a point (P = 1) needs no repeats
         return x[:, :, :h, :w]
     x = jnp.repeat(jnp.repeat(x, factor, axis=2), factor, axis=3)
     return x[:, :, :h, :w]
+
+
+def _conv_or_center_tap(lhs, rhs, window_strides, padding, **kwargs):
+    """`lax.conv_general_dilated` (NHWC, HWIO kernels), but for a 1 x 1 input with "SAME"
+    padding and stride 1 only the kernel's centre tap meets a value (the rest meets the zero
+    padding), so a point (P = 1) gets one matrix product instead of a padded 3 x 3 conv."""
+    kh, kw = rhs.shape[:2]
+    dilated = any(d != 1 for d in (kwargs.get("lhs_dilation") or (1,)))
+    dilated = dilated or any(d != 1 for d in (kwargs.get("rhs_dilation") or (1,)))
+    if (
+        lhs.shape[1:3] == (1, 1)
+        and padding == "SAME"
+        and tuple(window_strides) == (1, 1)
+        and kh % 2 == kw % 2 == 1
+        and kwargs.get("feature_group_count", 1) == 1
+        and not dilated
+    ):
+        return jnp.einsum(
+            "bhwc,cf->bhwf", lhs, rhs[kh // 2, kw // 2], precision=kwargs.get("precision")
+        )
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+
+
+def _single_key_attention(query, key, value, **kwargs):
+    """Attention over one token: its softmax weight is 1 (masked or not), so the output is
+    the value; the query and key projections go unused (and compiled out)."""
+    del query, key, kwargs
+    return value
 
 
 class Mlp(nn.Module):
@@ -209,8 +239,9 @@ class Attention(nn.Module):
         d = x.shape[-1]
         attn_mask = (valid[..., None, None, :] > 0) & (valid[..., None, :, None] >= 0)
         h = nn.LayerNorm(dtype=self.dtype)(x)
+        one = {"attention_fn": _single_key_attention} if x.shape[-2] == 1 else {}
         h = nn.MultiHeadDotProductAttention(
-            num_heads=self.heads, dtype=self.dtype, deterministic=True
+            num_heads=self.heads, dtype=self.dtype, deterministic=True, **one
         )(h, h, mask=attn_mask)
         x = x + h
         x = x + Mlp(self.mlp_ratio * d, d, self.dtype)(nn.LayerNorm(dtype=self.dtype)(x))
@@ -230,8 +261,16 @@ class STPBlock(nn.Module):
         b, t, h2, w2, d = p.shape
         # precision: 3x3 convolutions per frame
         y = nn.LayerNorm(dtype=self.dtype)(p).reshape(b * t, h2, w2, d)
-        y = nn.gelu(nn.Conv(d, (3, 3), padding="SAME", dtype=self.dtype)(y))
-        y = nn.Conv(d, (3, 3), padding="SAME", dtype=self.dtype)(y)
+        conv = functools.partial(
+            nn.Conv,
+            d,
+            (3, 3),
+            padding="SAME",
+            dtype=self.dtype,
+            conv_general_dilated=_conv_or_center_tap,
+        )
+        y = nn.gelu(conv()(y))
+        y = conv()(y)
         p = (p + y.reshape(p.shape)) * mp[..., None]
         # time: attention along the frames at each place
         _, _, h8, w8, _ = tt.shape

@@ -80,3 +80,17 @@ def test_empty_inputs_have_every_source():
         t = 1 if sensors.get_sensor(s).is_static else 5
         assert x[f"{s}/x"].shape[:4] == (2, t, 3, 3)
         assert x[f"{s}/mask"].sum() == 0
+
+
+def test_drop_padding_frames_keeps_frames_in_use_rounded_up():
+    x = features.empty_inputs(3, 1, 24)
+    x["sentinel2_l2a/mask"][1, 9] = 1  # the last frame any point uses: 10 -> 12 kept
+    x["sentinel2_l2a/t"][1, 9] = 50.0
+    x["era5_land/mask"][:, :12] = 1  # monthly: 12 frames in use of 24
+    out = features.drop_padding_frames(x)
+    assert out["sentinel2_l2a/x"].shape == (3, 12, 1, 1, 10)
+    assert out["sentinel2_l2a/band_mask"].shape == (3, 12, 10)
+    assert out["sentinel2_l2a/geometry"].shape[:2] == (3, 12)
+    assert out["sentinel2_l2a/t"][1, 9] == 50.0 and out["era5_land/mask"].shape == (3, 12, 1, 1)
+    assert out["sentinel1/mask"].shape == (3, 1, 1, 1)  # nothing valid: one frame left
+    assert out["cop_dem/mask"].shape == (3, 1, 1, 1) and out["period_days"] is x["period_days"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,6 +80,71 @@ def test_masked_pool_means_valid_pixels_and_rounds_up():
     assert pm[0, 0].tolist() == [[1, 1], [0, 1]]
     up = modules.upsample(pooled, 2, 3, 3)
     assert up.shape == (1, 1, 3, 3, 1) and float(up[0, 0, 2, 2, 0]) == 8.0
+
+
+def test_point_shortcuts_equal_the_padded_computations(model_and_params, monkeypatch):
+    """A 1 x 1 input (a point) skips padding to the pooling blocks, the 3 x 3 conv's zero
+    taps and the single-token attention; each shortcut equals the general computation."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 3, 1, 1, 4)), jnp.float32)
+    m = jnp.asarray([[1, 0, 1], [0, 1, 1]], jnp.float32)[..., None, None]
+    for factor in (2, 8, 16):
+        pooled, pm = modules.masked_pool(x, m, factor)
+        np.testing.assert_array_equal(pooled, x * m[..., None])  # mean over the one pixel
+        np.testing.assert_array_equal(pm, m)
+        np.testing.assert_array_equal(modules.upsample(pooled, factor, 1, 1), pooled)
+    rhs = jnp.asarray(rng.normal(size=(3, 3, 8, 6)), jnp.float32)
+    dn = ("NHWC", "HWIO", "NHWC")
+    for shape in ((5, 1, 1, 8), (2, 3, 4, 8)):
+        lhs = jnp.asarray(rng.normal(size=shape), jnp.float32)
+        got = modules._conv_or_center_tap(lhs, rhs, (1, 1), "SAME", dimension_numbers=dn)
+        want = jax.lax.conv_general_dilated(lhs, rhs, (1, 1), "SAME", dimension_numbers=dn)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    q, k, v = (jnp.asarray(rng.normal(size=(3, 1, 4, 8)), jnp.float32) for _ in range(3))
+    for valid in (True, False):  # a masked single key still gets softmax weight 1
+        mask = jnp.full((3, 4, 1, 1), valid)
+        np.testing.assert_array_equal(
+            modules._single_key_attention(q, k, v, mask=mask),
+            nn.dot_product_attention(q, k, v, mask=mask),
+        )
+
+    # The whole encoder on points, against the general paths (a point padded to 2 x 2 with
+    # missing pixels pools to itself; the conv and attention without shortcuts).
+    c, model, params = model_and_params
+    inputs = _inputs(3, 1, 4, seed=4)
+    inputs["sentinel2_l2a/mask"][0, 1:] = 0
+    fast = model.apply(params, inputs, method=model.encode)[0]
+    pool = modules.masked_pool
+
+    def padded_pool(x, mask, factor):
+        if factor == 1 or x.shape[2:4] != (1, 1):
+            return pool(x, mask, factor)
+        xp = jnp.pad(x, ((0, 0), (0, 0), (0, 1), (0, 1), (0, 0)))
+        out, om = pool(xp, jnp.pad(mask, ((0, 0), (0, 0), (0, 1), (0, 1))), factor)
+        return out[:, :, :1, :1], om[:, :, :1, :1]
+
+    monkeypatch.setattr(modules, "masked_pool", padded_pool)
+    monkeypatch.setattr(modules, "_conv_or_center_tap", jax.lax.conv_general_dilated)
+    monkeypatch.setattr(modules, "_single_key_attention", nn.dot_product_attention)
+    slow = model.apply(params, inputs, method=model.encode)[0]
+    np.testing.assert_allclose(fast, slow, atol=1e-6)
+
+
+def test_dropping_padding_frames_keeps_mu(model_and_params):
+    """Frames that are padding in every example (features.drop_padding_frames, used for
+    points) do not change mu beyond float rounding."""
+    c, model, params = model_and_params
+    inputs = _inputs(3, 1, 8, seed=5)
+    for s in ("sentinel2_l2a", "era5_land"):
+        inputs[f"{s}/mask"][:, 3:] = 0
+        inputs[f"{s}/x"][:, 3:] = 0
+    inputs["sentinel2_l2a/mask"][2, 1:] = 0
+    trimmed = features.drop_padding_frames(inputs)
+    assert trimmed["era5_land/mask"].shape[1] == 4 and trimmed["sentinel1/mask"].shape[1] == 8
+    full = model.apply(params, inputs, method=model.encode)[0]
+    np.testing.assert_allclose(
+        model.apply(params, trimmed, method=model.encode)[0], full, atol=1e-6
+    )
 
 
 def test_harmonic_summary_hand_computed():

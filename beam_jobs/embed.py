@@ -946,8 +946,24 @@ class CollectChipFn(beam.DoFn):
         yield chip.tile.id, ("chip", res)
 
 
+def batch_failure_text(exc: Any) -> str:
+    """The error of a failed RunInference batch as `Type: message`.
+
+    Beam's exception handling hands over `(exception type, repr, formatted traceback lines)`,
+    not the exception: the message is the traceback's last line (for a chained exception, the
+    one raised last).
+    """
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, tuple) and len(exc) == 3 and isinstance(exc[0], type):
+        lines = "".join(exc[2] or []).strip().splitlines()
+        return lines[-1].strip() if lines else f"{exc[0].__name__}: {exc[1]}"
+    return str(exc)
+
+
 class FailedBatchFn(beam.DoFn):
-    """(failed batch of (chip, request), exception) -> a failed ChipResult per chip."""
+    """(failed batch of (chip, request), exception) -> a failed ChipResult per chip, its reason
+    the model's error."""
 
     def __init__(self, totals: ProgressTotals | None = None):
         self._totals = totals
@@ -959,7 +975,7 @@ class FailedBatchFn(beam.DoFn):
 
     def process(self, failure: tuple[Sequence[tuple[Chip, Any]], BaseException]) -> Iterator:
         batch, exc = failure
-        reason = f"inference failed: {type(exc).__name__}: {exc}"
+        reason = f"inference failed: {batch_failure_text(exc)}"
         for chip, _ in batch:
             self._failed.inc()
             log.warning("chip %s dead-lettered: %s", chip.id, reason)

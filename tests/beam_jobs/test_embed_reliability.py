@@ -344,6 +344,58 @@ def test_tiles_with_failed_chips_are_not_done_and_are_retried(
     assert manifest["counts"]["chips_failed"] == 0
 
 
+def test_failed_model_batches_mark_the_tile_failed_and_are_retried(
+    sim_catalog, aoi_file, fake_model, tmp_path, monkeypatch
+):
+    """A RunInference batch that raises: its chips are dead-lettered with the model's own
+    error, their tile is marked failed (not done), and a rerun re-embeds it."""
+    original = inference.embed_requests
+
+    def broken(bundle, requests, batch_size):
+        try:
+            raise KeyError("encoder/layer_3")
+        except KeyError as e:
+            raise FloatingPointError("NaN in the encoder's layer 3") from e
+
+    out = tmp_path / "out"
+    argv = _argv(sim_catalog, aoi_file, out, model=fake_model)
+    monkeypatch.setattr(inference, "embed_requests", broken)
+    first = _run_plan(argv)
+    dead = [json.loads(ln) for ln in (out / "deadletter.jsonl").read_text().splitlines()]
+    # The AOI holds 8 chips of each tile: all 16 failed.
+    assert first["chips_failed"] == len(dead) == 16 and first.get("chips", 0) == 0
+    reasons = {d["error"] for d in dead}
+    assert reasons == {"inference failed: FloatingPointError: NaN in the encoder's layer 3"}
+    d = _tile_dir(out)
+    for tid in TILES:
+        assert (d / f"{tid}.failed.json").exists() and not (d / f"{tid}.done.json").exists()
+        assert json.loads((d / f"{tid}.failed.json").read_text())["chips_failed"] == 8
+
+    monkeypatch.setattr(inference, "embed_requests", original)
+    again = _run_plan(argv)
+    assert again["tiles_written"] == 2 and again.get("chips_failed", 0) == 0
+    assert (out / "deadletter.jsonl").read_text() == ""
+    for tid in TILES:
+        assert (d / f"{tid}.done.json").exists() and not (d / f"{tid}.failed.json").exists()
+        assert (~(_codes(d / f"{tid}.tif") == embedding.NODATA).all(-1)).sum() > 1500
+
+
+def test_batch_failure_text():
+    try:
+        raise ValueError("boom")
+    except ValueError as e:
+        exc = e
+    import traceback
+
+    triple = (ValueError, repr(exc), traceback.format_exception(exc))
+    assert embed.batch_failure_text(triple) == "ValueError: boom"
+    assert embed.batch_failure_text(exc) == "ValueError: boom"
+    assert (
+        embed.batch_failure_text((ValueError, "ValueError('x')", []))
+        == "ValueError: ValueError('x')"
+    )
+
+
 def _lonlat_geojson(path: Path, box: shapely.Geometry) -> Path:
     box = box.segmentize(20.0)
     ll = shapely.transform(box, lambda c: np.column_stack(utm_to_lonlat(c[:, 0], c[:, 1], 32631)))

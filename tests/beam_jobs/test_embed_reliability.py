@@ -226,6 +226,47 @@ def test_invalid_item_json_names_the_file(sim_catalog, tmp_path, no_model, capsy
     assert "--stac" in line and "cannot read the catalog" in line and item.name in line, line
 
 
+def _b04_times_10000(catalog_dir: Path) -> int:
+    """Every Sentinel-2 B04 rewritten as float32 reflectance x 10000, its raster:bands scale 1:
+    the catalog hands DN over as if they were reflectance. Returns the items changed."""
+    import pystac
+    import rasterio
+
+    cat = pystac.read_file(str(catalog_dir / "catalog.json"))
+    n = 0
+    for item in cat.get_items(recursive=True):
+        if item.collection_id != "sentinel2_l2a":
+            continue
+        asset = item.assets["B04"]
+        path = asset.get_absolute_href()
+        with rasterio.open(path) as ds:
+            dn, profile = ds.read(1), ds.profile
+        values = np.where(dn == 0, np.nan, (dn * 1e-4 - 0.1) * 10000).astype(np.float32)
+        profile.update(driver="GTiff", dtype="float32", nodata=None)
+        with rasterio.open(path, "w", **profile) as ds:
+            ds.write(values, 1)
+        asset.extra_fields["raster:bands"] = [
+            {"data_type": "float32", "scale": 1.0, "offset": 0.0, "unit": "reflectance"}
+        ]
+        item.save_object(include_self_link=False, dest_href=item.get_self_href())
+        n += 1
+    return n
+
+
+def test_catalog_in_wrong_units_fails_before_the_model(sim_catalog, tmp_path, no_model, capsys):
+    copy = tmp_path / "cat"
+    shutil.copytree(sim_catalog.parent, copy)
+    assert _b04_times_10000(copy) > 0
+    argv = _base(copy / "catalog.json", tmp_path / "o")
+    line = _refused(argv, capsys)
+    assert f"--stac {copy / 'catalog.json'}: sentinel2_l2a B04 median " in line, line
+    assert "looks like reflectance x 10000 (DN); divide by 10000" in line, line
+    assert "--no-unit-check" in line
+    # Skipped, the job goes on to load the model (which the fixture refuses).
+    with pytest.raises(SystemExit, match="the model was loaded"):
+        embed.run([*argv, "--no-unit-check"])
+
+
 def test_no_valid_pixel_exits_1(sim_catalog, aoi_file, fake_model, tmp_path, caplog):
     """DEM only: the fake model (Sentinel-2 means) embeds nothing; the run says so, exit 1."""
     argv = _argv(sim_catalog, aoi_file, tmp_path / "o", model=fake_model)

@@ -24,6 +24,11 @@ two gaps our jobs fall into, which `DaskRunner` here closes:
   it once), and every bag built before a side input is held until the leaves are submitted
   (so a task a side input needed is not released and recomputed for the leaves).
 
+- A `beam.Create` of up to 128 elements is one partition, so a job's work units (tiles,
+  samples) all run in one task, on one worker, and stay there through a Reshuffle. Here, unless
+  `--dask_npartitions` or `--dask_partition_size` is given, a Create is split into one
+  partition per element, at most MAX_CREATE_PARTITIONS.
+
 Beam's Dask runner reports no metrics (`result.metrics()` raises NotImplementedError), so
 the jobs' counters are empty on it: their summaries say so instead of printing zeros.
 """
@@ -121,7 +126,25 @@ class _ParDo(te.ParDo):
         )
 
 
-_TRANSLATIONS = {**te.TRANSLATIONS, beam.ParDo: _ParDo}
+# A Create's partitions when no --dask_npartitions / --dask_partition_size is given: one per
+# element (our Creates list work units: tiles, samples, granules), at most this many.
+MAX_CREATE_PARTITIONS = 1024
+
+
+class _Create(te.Create):
+    """Beam's Create translation, one partition per element by default."""
+
+    def apply(self, input_bag, side_inputs=None):
+        if self.bag_kwargs.get("npartitions") or self.bag_kwargs.get("partition_size"):
+            return super().apply(input_bag, side_inputs)
+        import dask.bag as db
+
+        items = self.transform.values
+        n = max(1, min(len(items), MAX_CREATE_PARTITIONS))
+        return db.from_sequence(items, npartitions=n)
+
+
+_TRANSLATIONS = {**te.TRANSLATIONS, beam.ParDo: _ParDo, te._Create: _Create}
 
 
 class DaskRunner(beam_dask.DaskRunner):

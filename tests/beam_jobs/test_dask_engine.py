@@ -92,6 +92,30 @@ def test_tagged_outputs_and_every_branch(dask_address, tmp_path):
     assert json.loads(Path(even_file).read_text()) == [[0, [0, 4, 8]], [2, [2, 6]]]
 
 
+def _worker_of(x):
+    import time
+
+    time.sleep(0.5)
+    return distributed.get_worker().address
+
+
+def test_work_units_spread_over_the_workers(dask_address, tmp_path):
+    """Four elements of a Create run on both workers (Beam's runner makes a Create of up to
+    128 elements one partition: one task on one worker)."""
+    out = str(tmp_path / "workers.json")
+    with runner.create_pipeline(runner.pipeline_options(_dask(dask_address))) as p:
+        _ = (
+            p
+            | beam.Create(range(4))
+            | beam.Reshuffle()
+            | beam.Map(_worker_of)
+            | beam.combiners.ToList()
+            | beam.Map(_write_lines(out))
+        )
+    workers = json.loads(Path(out).read_text())
+    assert len(workers) == 4 and len(set(workers)) == 2
+
+
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim")

@@ -16,6 +16,18 @@ two gaps our jobs fall into, which `DaskRunner` here closes:
   elements (`_select`).
 - Only the last transform's bag is computed, so a branch that does not feed it (a dead
   letter, a run summary) never runs. Here every leaf bag (one no transform consumes) is.
+- A side input is computed per bundle that reads it, each time with its whole upstream graph,
+  and the leaves are fused into graphs of their own: a DoFn upstream of k side inputs runs
+  k + 1 times (build-training-data read every COG about ten times: tf.Transform's analyzers,
+  the counts and the writers' init results are side inputs). Here a side input is persisted
+  once, no graph is fused (so a task keeps its key in every submission and the scheduler runs
+  it once), and every bag built before a side input is held until the leaves are submitted
+  (so a task a side input needed is not released and recomputed for the leaves).
+
+- A `beam.Create` of up to 128 elements is one partition, so a job's work units (tiles,
+  samples) all run in one task, on one worker, and stay there through a Reshuffle. Here, unless
+  `--dask_npartitions` or `--dask_partition_size` is given, a Create is split into one
+  partition per element, at most MAX_CREATE_PARTITIONS.
 
 Beam's Dask runner reports no metrics (`result.metrics()` raises NotImplementedError), so
 the jobs' counters are empty on it: their summaries say so instead of printing zeros.
@@ -114,7 +126,25 @@ class _ParDo(te.ParDo):
         )
 
 
-_TRANSLATIONS = {**te.TRANSLATIONS, beam.ParDo: _ParDo}
+# A Create's partitions when no --dask_npartitions / --dask_partition_size is given: one per
+# element (our Creates list work units: tiles, samples, granules), at most this many.
+MAX_CREATE_PARTITIONS = 1024
+
+
+class _Create(te.Create):
+    """Beam's Create translation, one partition per element by default."""
+
+    def apply(self, input_bag, side_inputs=None):
+        if self.bag_kwargs.get("npartitions") or self.bag_kwargs.get("partition_size"):
+            return super().apply(input_bag, side_inputs)
+        import dask.bag as db
+
+        items = self.transform.values
+        n = max(1, min(len(items), MAX_CREATE_PARTITIONS))
+        return db.from_sequence(items, npartitions=n)
+
+
+_TRANSLATIONS = {**te.TRANSLATIONS, beam.ParDo: _ParDo, te._Create: _Create}
 
 
 class DaskRunner(beam_dask.DaskRunner):
@@ -137,14 +167,22 @@ class DaskRunner(beam_dask.DaskRunner):
                 self.consumed.add(producer)
                 return _select(self.bags[producer], pcoll)
 
+            held: list = dataclasses.field(default_factory=list)
+            unheld: list = dataclasses.field(default_factory=list)
+
             def _side_bag(self, pcoll):
                 # Computed once, on the cluster, as soon as its inputs are: every bundle that
                 # reads the side input then fetches it instead of recomputing its whole
-                # upstream graph (Beam's runner does the latter, per bundle).
+                # upstream graph (Beam's runner does the latter, per bundle). Unfused, and
+                # with every bag built so far held, so that its upstream tasks are the same
+                # keys the leaves use, computed once.
                 bag = self._bag_of(pcoll)
                 if client is None:
                     return bag
-                self.persisted.append(client.persist(bag))
+                if self.unheld:
+                    self.held.extend(client.persist(self.unheld, optimize_graph=False))
+                    self.unheld.clear()
+                self.persisted.append(client.persist(bag, optimize_graph=False))
                 return self.persisted[-1]
 
             def visit_transform(self, node: AppliedPTransform) -> None:
@@ -176,11 +214,12 @@ class DaskRunner(beam_dask.DaskRunner):
                         for si in node.side_inputs
                     ]
                 self.bags[node] = op.apply(**kws)
+                if self.bags[node] is not None:
+                    self.unheld.append(self.bags[node])
 
         return Visitor()
 
     def run_pipeline(self, pipeline, options):
-        import dask
         import dask.distributed as ddist
 
         dask_options = options.view_as(beam_dask.DaskOptions).get_all_options(
@@ -192,8 +231,28 @@ class DaskRunner(beam_dask.DaskRunner):
         visitor = self.to_dask_bag_visitor(bag_kwargs, client)
         pipeline.visit(visitor)
         leaves = [bag for node, bag in visitor.bags.items() if node not in visitor.consumed]
-        futures = client.compute(dask.optimize(*leaves))
-        result = beam_dask.DaskRunnerResult(client, futures)
-        # The persisted side inputs live as long as the driver holds them: past the run.
-        result.side_inputs = visitor.persisted
-        return result
+        leaves = [bag for bag in leaves if bag is not None]
+        futures = client.compute(leaves, optimize_graph=False)
+        # The leaves now want what the held bags hold: the cluster keeps each until its last
+        # consumer has run.
+        visitor.held.clear()
+        # The persisted side inputs live as long as the driver holds them: the whole run.
+        return _Result(client, futures, side_inputs=visitor.persisted)
+
+
+class _Result(beam_dask.DaskRunnerResult):
+    """Beam's result, holding the persisted side inputs until the run ends; then it releases
+    them and closes its client (Beam's leaves the client open: it keeps reconnecting to a
+    cluster that has gone)."""
+
+    def __init__(self, client, futures, *, side_inputs: list):
+        super().__init__(client, futures)
+        self.side_inputs = side_inputs
+
+    def wait_until_finish(self, duration=None) -> str:
+        try:
+            return super().wait_until_finish(duration)
+        finally:
+            if self.state in ("DONE", "FAILED"):
+                self.side_inputs.clear()
+                self.client.close()

@@ -1017,8 +1017,24 @@ class CollectChipFn(beam.DoFn):
         yield chip.tile.id, ("chip", res)
 
 
+def batch_failure_text(exc: Any) -> str:
+    """The error of a failed RunInference batch as `Type: message`.
+
+    Beam's exception handling hands over `(exception type, repr, formatted traceback lines)`,
+    not the exception: the message is the traceback's last line (for a chained exception, the
+    one raised last).
+    """
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, tuple) and len(exc) == 3 and isinstance(exc[0], type):
+        lines = "".join(exc[2] or []).strip().splitlines()
+        return lines[-1].strip() if lines else f"{exc[0].__name__}: {exc[1]}"
+    return str(exc)
+
+
 class FailedBatchFn(beam.DoFn):
-    """(failed batch of (chip, request), exception) -> a failed ChipResult per chip."""
+    """(failed batch of (chip, request), exception) -> a failed ChipResult per chip, its reason
+    the model's error."""
 
     def __init__(self, totals: ProgressTotals | None = None):
         self._totals = totals
@@ -1030,7 +1046,7 @@ class FailedBatchFn(beam.DoFn):
 
     def process(self, failure: tuple[Sequence[tuple[Chip, Any]], BaseException]) -> Iterator:
         batch, exc = failure
-        reason = f"inference failed: {type(exc).__name__}: {exc}"
+        reason = f"inference failed: {batch_failure_text(exc)}"
         for chip, _ in batch:
             self._failed.inc()
             log.warning("chip %s dead-lettered: %s", chip.id, reason)
@@ -1379,6 +1395,59 @@ def check_catalog(
         )
 
 
+# The catalog unit check reads this many items per source (spread over the period) ...
+UNIT_CHECK_ITEMS = 3
+# ... and at most this many values a side of each of their band assets (decimated).
+UNIT_CHECK_PIXELS = 32
+
+
+def check_catalog_units(
+    catalog: Any,
+    geometry: shapely.Geometry,
+    t_start_ms: int,
+    t_end_ms: int,
+    sources: Sequence[str] | None,
+    *,
+    items: int = UNIT_CHECK_ITEMS,
+) -> None:
+    """Each band of each requested source against its physical range in `schemas/sensors.py`,
+    before the model loads; ValueError naming the source, the band and the likely unit mistake
+    ("sentinel2_l2a B04 median 1131 looks like reflectance x 10000 (DN); divide by 10000").
+
+    Bounded: `items` items per source over the AOI and period (spread over it), one decimated
+    read of at most UNIT_CHECK_PIXELS^2 values per band asset, the median over them compared
+    (`sensors.unit_mistake`, not strict: a median inside the physical range passes). An asset
+    that cannot be read is left to the job, which dead-letters it with its reason.
+    """
+    from beam_jobs.io import stac
+
+    bbox = geometry.bounds
+    for source in sources or catalog.sources:
+        if source not in sensors.SENSORS:
+            continue
+        sensor = sensors.get_sensor(source)
+        if sensor.is_static:
+            refs = catalog.item_refs(source, bbox_lonlat=bbox)
+        else:
+            refs = catalog.item_refs(source, t_start_ms, t_end_ms, bbox_lonlat=bbox)
+        if not refs:
+            continue
+        picked = [refs[i] for i in sorted(set(np.linspace(0, len(refs) - 1, items).astype(int)))]
+        for band in sensor.stored_bands:
+            values = []
+            for ref in picked:
+                try:
+                    values.append(stac.sample_band(ref, band, UNIT_CHECK_PIXELS).ravel())
+                except stac.AssetReadError:
+                    continue
+            if not values:
+                continue
+            why = sensors.unit_mistake(band, np.concatenate(values), strict=False)
+            if why is not None:
+                ids = ", ".join(r.id for r in picked)
+                raise ValueError(f"{source} {why} (median of items {ids})")
+
+
 def _open_and_check_catalog(args: argparse.Namespace) -> None:
     """Open --stac and check the request against it (`check_catalog`); exit 2 if wrong."""
     from beam_jobs.io import providers, stac
@@ -1415,6 +1484,15 @@ def _open_and_check_catalog(args: argparse.Namespace) -> None:
         )
     except ValueError as e:
         _fail(str(e))
+    if not args.unit_check:
+        return
+    option = f"--stac-api {args.stac_api}" if args.stac_api else f"--stac {args.stac}"
+    try:
+        check_catalog_units(
+            catalog, args.geometry, args.t_start_ms, args.t_end_ms, args.source_list
+        )
+    except ValueError as e:
+        _fail(f"{option}: {e}; --no-unit-check skips this check")
 
 
 def _local_copy(path: str) -> str:

@@ -442,6 +442,14 @@ def embed_parser() -> argparse.ArgumentParser:
         help="on rerun, embed again the tiles whose chips failed (dead-lettered) in an earlier "
         "run; --no-retry-failed keeps them as they are",
     )
+    p.add_argument(
+        "--unit-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="before the model loads, read a decimated sample of each band of up to 3 items "
+        "per source and refuse a catalog whose median is outside the band's physical range "
+        "(e.g. reflectance x 10000); --no-unit-check skips it (a slow remote catalog)",
+    )
     _add_verbose(p)
     return p
 

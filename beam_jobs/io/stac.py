@@ -989,6 +989,36 @@ def _load_asset(
     )
 
 
+def sample_band(item: ItemRef, band: sensors.Band, size: int = 32) -> np.ndarray:
+    """About `size` x `size` decoded values of one band over the whole asset: a decimated read
+    (GDAL takes the nearest overview of a COG, so a few small range requests), in registry
+    units, nodata as NaN, nothing masked as unphysical (what the unit checks look at).
+
+    Raises:
+        AssetReadError: the item has no such asset, or it cannot be read.
+    """
+    ref = item.assets.get(band.name)
+    if ref is None or ref.error is not None:
+        why = ref.error if ref is not None else f"item has no asset {band.name!r}"
+        raise AssetReadError(item.id, band.name, None, why)
+    options = providers.gdal_options(ref, item.access)
+    try:
+        with (
+            rasterio.Env(**options) if options else contextlib.nullcontext(),
+            _DATASETS.dataset(ref.href, _opener(ref, item.access)) as opened,
+        ):
+            ds = opened.ds
+            shape = (min(size, ds.height), min(size, ds.width))
+            stored = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+    except _READ_ERRORS as e:
+        _DATASETS.discard(ref.href)
+        raise _asset_error(item, band.name, ref.href, e) from e
+    values = _encoding(band, ref).decode(stored)
+    if opened.nodata is not None and not np.isnan(opened.nodata):
+        values[stored == opened.nodata] = np.nan
+    return values
+
+
 def _run_warps(item: ItemRef, warps: Sequence[_Warp], dst: GridWindow) -> list[np.ndarray]:
     """`reproject` the sources of `warps` (one grid, one NaN mask, if more than one) onto
     `dst`; in one call for several, which gives each band what its own call would."""

@@ -92,6 +92,30 @@ def test_tagged_outputs_and_every_branch(dask_address, tmp_path):
     assert json.loads(Path(even_file).read_text()) == [[0, [0, 4, 8]], [2, [2, 6]]]
 
 
+def _worker_of(x):
+    import time
+
+    time.sleep(0.5)
+    return distributed.get_worker().address
+
+
+def test_work_units_spread_over_the_workers(dask_address, tmp_path):
+    """Four elements of a Create run on both workers (Beam's runner makes a Create of up to
+    128 elements one partition: one task on one worker)."""
+    out = str(tmp_path / "workers.json")
+    with runner.create_pipeline(runner.pipeline_options(_dask(dask_address))) as p:
+        _ = (
+            p
+            | beam.Create(range(4))
+            | beam.Reshuffle()
+            | beam.Map(_worker_of)
+            | beam.combiners.ToList()
+            | beam.Map(_write_lines(out))
+        )
+    workers = json.loads(Path(out).read_text())
+    assert len(workers) == 4 and len(set(workers)) == 2
+
+
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim")
@@ -120,3 +144,55 @@ def test_embed_on_dask_equals_fnapi(dask_address, catalog, tmp_path, shipped_bun
     fn = _digests(tmp_path / "fn", (".tif", ".parquet"))
     assert len(fn) == 2 * 3  # two tiles: COG, quality sidecar, GeoParquet
     assert _digests(tmp_path / "dask", (".tif", ".parquet")) == fn
+
+
+class _Touch(beam.DoFn):
+    """Appends each element it processes to a file: how many times did it run?"""
+
+    def __init__(self, path: str):
+        self._path = path
+
+    def process(self, x):
+        with open(self._path, "a") as f:
+            f.write(f"{x}\n")
+        yield x
+
+
+def test_side_inputs_do_not_rerun_their_upstream(dask_address, tmp_path):
+    """A DoFn upstream of two side inputs and a main output runs once per element (Beam's
+    runner ran it three times: once per side input, once for the leaf)."""
+    calls, out = tmp_path / "calls.txt", str(tmp_path / "out.json")
+    with runner.create_pipeline(runner.pipeline_options(_dask(dask_address))) as p:
+        xs = p | beam.Create(range(6)) | beam.Reshuffle() | beam.ParDo(_Touch(str(calls)))
+        total = xs | "Sum" >> beam.CombineGlobally(sum)
+        n = xs | "Count" >> beam.combiners.Count.Globally()
+        side = {"t": beam.pvalue.AsSingleton(total), "n": beam.pvalue.AsSingleton(n)}
+        _ = (
+            xs
+            | "Join" >> beam.Map(lambda x, t, n: [x, t, n], **side)
+            | "All" >> beam.combiners.ToList()
+            | "Write" >> beam.Map(_write_lines(out))
+        )
+    assert json.loads(Path(out).read_text()) == [[x, 15, 6] for x in range(6)]
+    assert sorted(int(v) for v in calls.read_text().split()) == list(range(6))
+
+
+@pytest.mark.slow
+def test_build_training_data_on_dask_equals_fnapi(dask_address, catalog, tmp_path):
+    """tf.Transform's analyzers (side inputs, CoGroupByKey, Reshuffle) on the cluster: the
+    same shards, stats.json, dead letters and transform variables, byte for byte.
+    (saved_model.pb is not compared: its traced functions carry TF's process-wide name
+    counters, `__inference_signature_wrapper_4043` on a worker, `_10597` in this process.)"""
+    from beam_jobs import build_training_data as btd
+
+    args = ["--stac", str(catalog), "--years", "2023", "--num-samples", "6"]
+    args += ["--patch-size", "8", "--max-frames", "4", "--eval-fraction", "0.34"]
+    assert btd.run([*args, "--out", str(tmp_path / "fn")]) == 0
+    assert btd.run([*args, "--out", str(tmp_path / "dask"), *_dask(dask_address)]) == 0
+    suffixes = (".tfrecord.gz", "stats.json", "deadletter.jsonl", ".pbtxt")
+    suffixes += ("variables.index", "variables.data-00000-of-00001")
+    fn = _digests(tmp_path / "fn", suffixes)
+    assert len(fn) == 2 + 1 + 1 + 3  # a train and an eval shard
+    assert _digests(tmp_path / "dask", suffixes) == fn
+    stats = json.loads((tmp_path / "fn" / "stats.json").read_text())
+    assert stats["examples"] == {"train": 4, "eval": 2}

@@ -226,6 +226,47 @@ def test_invalid_item_json_names_the_file(sim_catalog, tmp_path, no_model, capsy
     assert "--stac" in line and "cannot read the catalog" in line and item.name in line, line
 
 
+def _b04_times_10000(catalog_dir: Path) -> int:
+    """Every Sentinel-2 B04 rewritten as float32 reflectance x 10000, its raster:bands scale 1:
+    the catalog hands DN over as if they were reflectance. Returns the items changed."""
+    import pystac
+    import rasterio
+
+    cat = pystac.read_file(str(catalog_dir / "catalog.json"))
+    n = 0
+    for item in cat.get_items(recursive=True):
+        if item.collection_id != "sentinel2_l2a":
+            continue
+        asset = item.assets["B04"]
+        path = asset.get_absolute_href()
+        with rasterio.open(path) as ds:
+            dn, profile = ds.read(1), ds.profile
+        values = np.where(dn == 0, np.nan, (dn * 1e-4 - 0.1) * 10000).astype(np.float32)
+        profile.update(driver="GTiff", dtype="float32", nodata=None)
+        with rasterio.open(path, "w", **profile) as ds:
+            ds.write(values, 1)
+        asset.extra_fields["raster:bands"] = [
+            {"data_type": "float32", "scale": 1.0, "offset": 0.0, "unit": "reflectance"}
+        ]
+        item.save_object(include_self_link=False, dest_href=item.get_self_href())
+        n += 1
+    return n
+
+
+def test_catalog_in_wrong_units_fails_before_the_model(sim_catalog, tmp_path, no_model, capsys):
+    copy = tmp_path / "cat"
+    shutil.copytree(sim_catalog.parent, copy)
+    assert _b04_times_10000(copy) > 0
+    argv = _base(copy / "catalog.json", tmp_path / "o")
+    line = _refused(argv, capsys)
+    assert f"--stac {copy / 'catalog.json'}: sentinel2_l2a B04 median " in line, line
+    assert "looks like reflectance x 10000 (DN); divide by 10000" in line, line
+    assert "--no-unit-check" in line
+    # Skipped, the job goes on to load the model (which the fixture refuses).
+    with pytest.raises(SystemExit, match="the model was loaded"):
+        embed.run([*argv, "--no-unit-check"])
+
+
 def test_no_valid_pixel_exits_1(sim_catalog, aoi_file, fake_model, tmp_path, caplog):
     """DEM only: the fake model (Sentinel-2 means) embeds nothing; the run says so, exit 1."""
     argv = _argv(sim_catalog, aoi_file, tmp_path / "o", model=fake_model)
@@ -342,6 +383,58 @@ def test_tiles_with_failed_chips_are_not_done_and_are_retried(
     manifest = json.loads((out / "manifest.json").read_text())
     assert [r["tiles_written"] for r in manifest["runs"]] == [2, 0, len(failed_tiles)]
     assert manifest["counts"]["chips_failed"] == 0
+
+
+def test_failed_model_batches_mark_the_tile_failed_and_are_retried(
+    sim_catalog, aoi_file, fake_model, tmp_path, monkeypatch
+):
+    """A RunInference batch that raises: its chips are dead-lettered with the model's own
+    error, their tile is marked failed (not done), and a rerun re-embeds it."""
+    original = inference.embed_requests
+
+    def broken(bundle, requests, batch_size):
+        try:
+            raise KeyError("encoder/layer_3")
+        except KeyError as e:
+            raise FloatingPointError("NaN in the encoder's layer 3") from e
+
+    out = tmp_path / "out"
+    argv = _argv(sim_catalog, aoi_file, out, model=fake_model)
+    monkeypatch.setattr(inference, "embed_requests", broken)
+    first = _run_plan(argv)
+    dead = [json.loads(ln) for ln in (out / "deadletter.jsonl").read_text().splitlines()]
+    # The AOI holds 8 chips of each tile: all 16 failed.
+    assert first["chips_failed"] == len(dead) == 16 and first.get("chips", 0) == 0
+    reasons = {d["error"] for d in dead}
+    assert reasons == {"inference failed: FloatingPointError: NaN in the encoder's layer 3"}
+    d = _tile_dir(out)
+    for tid in TILES:
+        assert (d / f"{tid}.failed.json").exists() and not (d / f"{tid}.done.json").exists()
+        assert json.loads((d / f"{tid}.failed.json").read_text())["chips_failed"] == 8
+
+    monkeypatch.setattr(inference, "embed_requests", original)
+    again = _run_plan(argv)
+    assert again["tiles_written"] == 2 and again.get("chips_failed", 0) == 0
+    assert (out / "deadletter.jsonl").read_text() == ""
+    for tid in TILES:
+        assert (d / f"{tid}.done.json").exists() and not (d / f"{tid}.failed.json").exists()
+        assert (~(_codes(d / f"{tid}.tif") == embedding.NODATA).all(-1)).sum() > 1500
+
+
+def test_batch_failure_text():
+    try:
+        raise ValueError("boom")
+    except ValueError as e:
+        exc = e
+    import traceback
+
+    triple = (ValueError, repr(exc), traceback.format_exception(exc))
+    assert embed.batch_failure_text(triple) == "ValueError: boom"
+    assert embed.batch_failure_text(exc) == "ValueError: boom"
+    assert (
+        embed.batch_failure_text((ValueError, "ValueError('x')", []))
+        == "ValueError: ValueError('x')"
+    )
 
 
 def _lonlat_geojson(path: Path, box: shapely.Geometry) -> Path:

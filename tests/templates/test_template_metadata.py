@@ -155,6 +155,7 @@ BAD = {
     "verbose": ["yes", "True", "1", ""],
     "overwrite": ["yes", "True", ""],
     "retry_failed": ["no", "False", ""],
+    "unit_check": ["no", "False", ""],
     "bf16": ["yes", "1"],
     "share_model": ["yes", "1", ""],
     "provider": ["earth-search", "PC", "planetary-computer,cdse", ""],

@@ -70,7 +70,7 @@ def test_simulate_build_train_export_embed(tiny_td, tmp_path):
     with open(sim / "sim_params.json") as f:
         bbox = json.load(f)["region"]["bbox"]
     rc = embed.run(
-        ["--stac", str(sim / "catalog.json"), "--bbox", ",".join(f"{v:.6f}" for v in bbox)]
+        ["--stac", str(sim / "catalog.json"), "--bbox=" + ",".join(f"{v:.6f}" for v in bbox)]
         + ["--year", "2023", "--model", str(bundle_dir), "--out", str(out)]
         + ["--tile-size", "64", "--chip-size", "32", "--halo", "8"]
     )

@@ -28,12 +28,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # The longest test files, longest first (CPU seconds measured alone with -n 0 on 2 shared
-# cores, session 16; `make test` prints the slowest tests): handed out first.
+# cores, session 16; `make test` prints the slowest tests): handed out first. The chain
+# compiles the training step that test_train's resume test then loads from the cache.
 HEAVY_FIRST = (
-    "tests/e2e/test_chain.py",  # ~260 s, building tiny_td (shared) included
-    "tests/beam_jobs/test_build_training_data.py",  # ~290 s
-    "tests/model/test_train.py",
-    "tests/beam_jobs/test_embed_reliability.py",  # ~70 s
+    "tests/e2e/test_chain.py",  # 261 s, building tiny_td (77 s, shared) included
+    "tests/beam_jobs/test_build_training_data.py",  # 312 s
+    "tests/model/test_train.py",  # several training-step compiles
+    "tests/beam_jobs/test_embed_reliability.py",  # 72 s
     "tests/beam_jobs/test_embed.py",  # ~60 s, building the embed region (shared) included
     "tests/beam_jobs/io/test_stac_search.py",
     "tests/beam_jobs/test_dask_engine.py",

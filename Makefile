@@ -43,10 +43,12 @@ demo: $(STAMP)
 	  --out $(DEMO_OUT)/quicklook.png
 	$(BIN)/python scripts/demo.py report $(DEMO_OUT)
 
+# Tests: one file per worker (module fixtures built once), the long files first in the order
+# tests/conftest.py gives (HEAVY_FIRST; not xdist's by-test-count order), slowest 25 listed.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -q
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --no-loadscope-reorder --durations=25 -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

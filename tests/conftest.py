@@ -1,13 +1,111 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and what keeps `make test` (pytest -n 2 --dist loadfile) short.
+
+- `shared_artifact(key, build)`: an expensive artifact (a simulated region, an embedded world)
+  built once per test run into a folder both xdist workers see (the run's base temporary
+  folder), under a file lock, so files of either worker that need the same one reuse it.
+  Tests read it; a test that alters one copies it first.
+- `shared_simulation(*args)`: `earthembed simulate` with those options, as a shared artifact.
+- JAX's persistent compilation cache in that folder (JAX_COMPILATION_CACHE_DIR, so the
+  subprocesses a test starts share it too): a model function compiled by one test is loaded
+  by the next one that compiles the same shapes, in either worker.
+- The files known to be long run first (`HEAVY_FIRST`), so the two workers finish together
+  instead of one running a long file alone at the end.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# The longest test files, longest first (CPU seconds measured alone with -n 0 on 2 shared
+# cores, session 16; `make test` prints the slowest tests): handed out first. The chain
+# compiles the training step that test_train's resume test then loads from the cache.
+HEAVY_FIRST = (
+    "tests/e2e/test_chain.py",  # 261 s, building tiny_td (77 s, shared) included
+    "tests/beam_jobs/test_build_training_data.py",  # 312 s
+    "tests/model/test_train.py",  # several training-step compiles
+    "tests/beam_jobs/test_embed_reliability.py",  # 72 s
+    "tests/beam_jobs/test_embed.py",  # ~60 s, building the embed region (shared) included
+    "tests/beam_jobs/io/test_stac_search.py",
+    "tests/beam_jobs/test_dask_engine.py",
+)
+
+
+def _shared_root(config: pytest.Config) -> Path:
+    """The run's folder shared by its xdist workers (each worker's base temporary folder is
+    `<run's>/popen-gwN`); with -n 0, the run's own base temporary folder."""
+    base = config._tmp_path_factory.getbasetemp()  # noqa: SLF001  (pytest's own factory)
+    root = (base.parent if hasattr(config, "workerinput") else base) / "shared"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmp_path_factory is configured
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(_shared_root(config) / "jax-cache")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    if "jax" in sys.modules:  # imported before this hook: set it there too
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    """The long files first (stable otherwise): --dist loadfile hands out files in this order."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+@pytest.fixture(scope="session")
+def shared_artifact(pytestconfig) -> Callable[[str, Callable[[Path], None]], Path]:
+    """A function (key, build) -> the folder `build(folder)` filled, once per test run.
+
+    The first caller (of either worker) builds it under an exclusive lock; the others wait
+    for it and reuse it. A build that raised leaves no done marker: the next caller retries.
+    """
+    root = _shared_root(pytestconfig)
+
+    def get(key: str, build: Callable[[Path], None]) -> Path:
+        folder = root / key
+        with open(root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not (folder / ".done").exists():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    folder.mkdir(parents=True)
+                    build(folder)
+                    (folder / ".done").write_text("ok\n")
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return folder
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def shared_simulation(shared_artifact) -> Callable[..., Path]:
+    """A function (*simulate options but --out) -> the simulation's folder (catalog.json,
+    labels/), simulated once per test run for each distinct set of options."""
+
+    def get(*args: str) -> Path:
+        from beam_jobs import simulate
+
+        key = "sim-" + hashlib.sha256(json.dumps(args).encode()).hexdigest()[:16]
+        folder = shared_artifact(key, lambda out: simulate.run(["--out", str(out / "sim"), *args]))
+        return folder / "sim"
+
+    return get
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +144,27 @@ def shipped_bundle() -> Path:
                 pytrace=False,
             )
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_td(shared_artifact) -> Path:
+    """A simulated 64 x 64 px region -> 16 training examples of 16 x 16 px, 4 frames, by the
+    real jobs (simulate, build-training-data); the simulation is `tiny_td.parent / "sim"`.
+    Shared by the model tests and the end-to-end chain."""
+
+    def build(root: Path) -> None:
+        from beam_jobs import build_training_data, simulate
+
+        sim = root / "sim"
+        simulate.run(
+            ["--out", str(sim), "--sim-region", "demo", "--years", "2023", "--size-km", "0.64"]
+            + ["--seed", "3", "--biome", "tropical", "--cloud-cover", "0.3"]
+        )
+        rc = build_training_data.run(
+            ["--stac", str(sim / "catalog.json"), "--years", "2023", "--num-samples", "16"]
+            + ["--patch-size", "16", "--max-frames", "4", "--eval-fraction", "0.25"]
+            + ["--seed", "0", "--out", str(root / "td")]
+        )
+        assert rc == 0
+
+    return shared_artifact("tiny-td", build) / "td"

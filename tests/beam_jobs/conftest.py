@@ -1,4 +1,6 @@
-"""Fixtures of the beam_jobs tests: the labelled embedding world (analysis_world.py)."""
+"""Fixtures of the beam_jobs tests: the labelled embedding world (analysis_world.py), and
+the small simulated region of the embed tests (test_embed, test_embed_reliability,
+test_dask_engine, io/test_stac_search), simulated once per test run for all of them."""
 
 from __future__ import annotations
 
@@ -9,15 +11,31 @@ import numpy as np
 import pytest
 from analysis_world import SIDE, X0, Y1, YEARS, World, build_world, crop_label, mean_lai
 
+# Two 64 x 30 px granules side by side (EPSG:32631, x 616320..617580, y 5605140..5605440).
+EMBED_SIM_BBOX = "4.643759,50.586682,4.660491,50.588896"
+
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory, shipped_bundle) -> World:
+def embed_sim_catalog(shared_simulation) -> Path:
+    """Sentinel-2 and the DEM of 2023 over EMBED_SIM_BBOX (seed 0, cloud cover 0.3, 64 px
+    tiles): catalog.json. Shared: tests copy it before altering it."""
+    args = ["--bbox", EMBED_SIM_BBOX, "--years", "2023", "--seed", "0", "--cloud-cover", "0.3"]
+    args += ["--tile-size", "64", "--sources", "sentinel2_l2a,cop_dem"]
+    return shared_simulation(*args) / "catalog.json"
+
+
+@pytest.fixture(scope="session")
+def world(shared_artifact, shipped_bundle) -> World:
+    """Built once per test run (both xdist workers share it; six test files use it)."""
     import geopandas as gpd
 
     reuse = os.environ.get("EARTHEMBED_ANALYSIS_WORLD")
-    root = Path(reuse) if reuse else tmp_path_factory.mktemp("analysis_world")
-    if not (root / "world.done").exists():
-        build_world(root)
+    if reuse:
+        root = Path(reuse)
+        if not (root / "world.done").exists():
+            build_world(root)
+    else:
+        root = shared_artifact("analysis-world", build_world)
     sim = root / "sim"
     landcover = {y: crop_label(sim / "labels" / f"landcover_{y}.tif") for y in YEARS}
     lai = mean_lai(sim, 2023)

@@ -1,8 +1,8 @@
 """build-training-data: sampling, periods, moments, and DirectRunner builds.
 
 Pipeline runs are shared per fixture (TF + TFT start slowly): one on a point table made from
-the real WorldCereal sample, and, when the simulator is present, three on a tiny simulated
-region (in-process, two processes with monthly composites, and one with a corrupt COG).
+the real WorldCereal sample, and two on a tiny simulated region (in-process; two processes
+with monthly composites over a catalog with one corrupt COG).
 """
 
 from __future__ import annotations
@@ -422,30 +422,11 @@ def test_sim_build_counts_parse_and_stats(sim_build, sim_catalog):
         assert all(ex["target/text"].item() for ex in exs)
 
 
-def test_sim_build_two_processes_monthly(sim_catalog, tmp_path):
-    out = tmp_path / "mp"
-    _build_sim(
-        sim_catalog,
-        out,
-        "--composite",
-        "monthly",
-        "--direct_num_workers",
-        "2",
-        "--direct_running_mode",
-        "multi_processing",
-    )
-    records = _records(out, "train") + _records(out, "eval")
-    assert len(records) == 8 - len(_deadletters(out))
-    for r in records:
-        ex = examples.decode_example(r)
-        t = ex["sentinel2_l2a/times_ms"][ex["sentinel2_l2a/frame_valid"]]
-        np.testing.assert_array_equal(t, composite.month_start_ms(t))  # monthly composites
-    assert json.loads((out / "stats.json").read_text())["composite"] == "monthly"
-
-
-def test_sim_corrupt_asset_dead_letters(sim_catalog, tmp_path):
-    """A garbage COG under one 2024 Sentinel-2 item: the 2024 samples that read it are
-    dead-lettered with the reason, the 2023 samples are written, the job completes."""
+def test_sim_two_processes_monthly_with_a_corrupt_asset(sim_catalog, tmp_path):
+    """One run for two cases (a build costs a minute): two processes with monthly composites,
+    and a garbage COG under one 2024 Sentinel-2 item. The 2024 samples that read it are
+    dead-lettered with the reason, the 2023 samples are written, the job completes, and every
+    written example holds monthly composites."""
     import pystac
 
     copy = tmp_path / "cat"
@@ -460,18 +441,31 @@ def test_sim_corrupt_asset_dead_letters(sim_catalog, tmp_path):
     href = item.assets["B04"].get_absolute_href()
     Path(href).write_bytes(b"this is not a GeoTIFF" * 100)
     out = tmp_path / "td"
-    _build_sim(copy / "catalog.json", out, years="2023,2024")
+    _build_sim(
+        copy / "catalog.json",
+        out,
+        "--composite",
+        "monthly",
+        "--direct_num_workers",
+        "2",
+        "--direct_running_mode",
+        "multi_processing",
+        years="2023,2024",
+    )
     dead = _deadletters(out)
-    written = [
-        examples.decode_example(r)["sample_id"].item().decode()
-        for r in _records(out, "train") + _records(out, "eval")
-    ]
+    records = _records(out, "train") + _records(out, "eval")
+    exs = [examples.decode_example(r) for r in records]
+    written = [ex["sample_id"].item().decode() for ex in exs]
     assert len(written) == 8 - len(dead)
     assert dead, "samples reading the corrupt asset must be dead-lettered"
     assert all(d["sample_id"].startswith("2024_") for d in dead)
     assert all(item.id in d["reason"] and "B04" in d["reason"] for d in dead)
     assert sum(w.startswith("2023_") for w in written) == 4
+    for ex in exs:
+        t = ex["sentinel2_l2a/times_ms"][ex["sentinel2_l2a/frame_valid"]]
+        np.testing.assert_array_equal(t, composite.month_start_ms(t))  # monthly composites
     stats = json.loads((out / "stats.json").read_text())
+    assert stats["composite"] == "monthly"
     assert stats["examples"]["train"] + stats["examples"]["eval"] == len(written)
 
 

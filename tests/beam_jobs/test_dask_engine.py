@@ -14,7 +14,7 @@ from pathlib import Path
 import apache_beam as beam
 import pytest
 
-from beam_jobs import embed, inference, runner, simulate
+from beam_jobs import embed, inference, runner
 
 distributed = pytest.importorskip("dask.distributed")
 
@@ -117,12 +117,8 @@ def test_work_units_spread_over_the_workers(dask_address, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sim")
-    args = ["--out", str(out), "--bbox", SIM_BBOX, "--years", "2023", "--seed", "0"]
-    args += ["--cloud-cover", "0.3", "--tile-size", "64", "--sources", "sentinel2_l2a,cop_dem"]
-    simulate.run(args)
-    return out / "catalog.json"
+def catalog(embed_sim_catalog) -> Path:
+    return embed_sim_catalog  # conftest.py: test_embed's region (SIM_BBOX), S2 and the DEM
 
 
 def _digests(folder: Path, suffixes: tuple[str, ...]) -> dict[str, str]:

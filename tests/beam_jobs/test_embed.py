@@ -1,7 +1,7 @@
 """embed: pure helpers, then DirectRunner runs on a tiny simulated region.
 
-The region (simulated once per module, Sentinel-2 and DEM only, two 64 x 30 px granules side
-by side) lies in the lower half of two 64 px tiles. Runs read three summer months
+The region (simulated once per test run, beam_jobs/conftest.py; Sentinel-2 and DEM only,
+two 64 x 30 px granules side by side) lies in the lower half of two 64 px tiles. Runs read three summer months
 (--period 2023-05-01/2023-08-01) of Sentinel-2 to stay fast, embed with a fake bundle whose
 receptive field is 2 px (inside every halo used here), and compare:
 - the same tiles embedded as 16 px chips and as one 64 px chip (seamless halo);
@@ -23,7 +23,7 @@ import rasterio
 import shapely
 from fake_bundles import SpatialMeanS2Bundle
 
-from beam_jobs import embed, inference, runner, simulate
+from beam_jobs import embed, inference, runner
 from beam_jobs.io import embeddings
 from beam_jobs.io.cog import validate_cog
 from schemas import embedding, sensors
@@ -191,27 +191,8 @@ def test_halo_makes_chips_seamless_and_no_halo_does_not():
 
 
 @pytest.fixture(scope="module")
-def sim_catalog(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sim")
-    simulate.run(
-        [
-            "--out",
-            str(out),
-            "--bbox",
-            SIM_BBOX,
-            "--years",
-            "2023",
-            "--seed",
-            "0",
-            "--cloud-cover",
-            "0.3",
-            "--tile-size",
-            "64",
-            "--sources",
-            "sentinel2_l2a,cop_dem",
-        ]
-    )
-    return out / "catalog.json"
+def sim_catalog(embed_sim_catalog) -> Path:
+    return embed_sim_catalog  # conftest.py: simulated once for every embed test file
 
 
 @pytest.fixture(scope="module")
@@ -582,9 +563,11 @@ def test_real_tiny_bundle_end_to_end(sim_catalog, aoi_file, tmp_path, shipped_bu
     inference.clear_bundle_cache()
     tiny = str(shipped_bundle)
     outs = {}
-    for chip in (16, 64):
+    for chip, batch in ((16, "4"), (64, "2")):  # 16 or 2 chips: batches without padding
         out = tmp_path / f"real{chip}"
-        assert embed.run(_argv(sim_catalog, aoi_file, out, chip=chip, model=tiny)[:-2]) == 0
+        argv = _argv(sim_catalog, aoi_file, out, chip=chip, model=tiny)[:-2]
+        argv[argv.index("--batch-size") + 1] = batch
+        assert embed.run(argv) == 0
         outs[chip] = out
     inference.clear_bundle_cache()
     cos = []

@@ -1,17 +1,11 @@
-"""Fixtures of the model tests: a shrunk config and tiny TFRecords built by the real job."""
+"""Fixtures of the model tests: a shrunk config (the tiny TFRecords: tests/conftest.py)."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-import jax
 import pytest
 
-# Several tests compile the same steps (each train_and_evaluate jits its own closure); the
-# persistent cache turns the repeats into cache hits.
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="earthembed-jax-cache-"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Several tests compile the same steps (each train_and_evaluate jits its own closure): the
+# persistent compilation cache of tests/conftest.py turns the repeats into cache hits.
 
 
 def _small_config(**train):
@@ -45,24 +39,3 @@ def _small_config(**train):
 def small_config():
     """A function (**train overrides) -> the shrunk tiny config."""
     return _small_config
-
-
-@pytest.fixture(scope="session")
-def tiny_td(tmp_path_factory) -> Path:
-    """A simulated 64 x 64 px region -> 16 training examples of 16 x 16 px, 4 frames."""
-    from beam_jobs import build_training_data, simulate
-
-    root = tmp_path_factory.mktemp("model_td")
-    sim = root / "sim"
-    simulate.run(
-        ["--out", str(sim), "--sim-region", "demo", "--years", "2023", "--size-km", "0.64"]
-        + ["--seed", "3", "--biome", "tropical", "--cloud-cover", "0.3"]
-    )
-    out = root / "td"
-    rc = build_training_data.run(
-        ["--stac", str(sim / "catalog.json"), "--years", "2023", "--num-samples", "16"]
-        + ["--patch-size", "16", "--max-frames", "4", "--eval-fraction", "0.25"]
-        + ["--seed", "0", "--out", str(out)]
-    )
-    assert rc == 0
-    return out

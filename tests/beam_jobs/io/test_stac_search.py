@@ -21,7 +21,7 @@ import shapely
 import stac_geoparquet.arrow
 from stac_api_server import StacApiServer, replay_catalog
 
-from beam_jobs import build_training_data, embed, inference, runner, simulate
+from beam_jobs import build_training_data, embed, inference, runner
 from beam_jobs.io import stac, stac_search
 from schemas.grid import GridWindow
 
@@ -36,13 +36,8 @@ COLLECTIONS = ("sentinel2_l2a", "cop_dem")
 
 
 @pytest.fixture(scope="module")
-def sim_catalog(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sim")
-    simulate.run(
-        ["--out", str(out), "--bbox", SIM_BBOX, "--years", "2023", "--seed", "0"]
-        + ["--cloud-cover", "0.3", "--tile-size", "64", "--sources", ",".join(COLLECTIONS)]
-    )
-    return out / "catalog.json"
+def sim_catalog(embed_sim_catalog) -> Path:
+    return embed_sim_catalog  # beam_jobs/conftest.py: SIM_BBOX, the COLLECTIONS
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +257,8 @@ def _embed_argv(out: Path, model: str, *source: str) -> list[str]:
         "64",
         "--halo",
         "8",
+        "--batch-size",  # one 80 px chip per tile: no padded model inputs, ~1 GB less memory
+        "1",
     ]
 
 

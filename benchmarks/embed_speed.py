@@ -178,6 +178,11 @@ def storage(out: Path) -> dict:
     return res
 
 
+def _gb(value: float | None) -> str:
+    """A sampled peak in GB, or a dash for a JSON written before the peaks were sampled."""
+    return "—" if value is None else f"{value:.2f} GB"
+
+
 def markdown(doc: dict) -> str:
     e, b, s = doc["end_to_end"], doc["bare"], doc["storage"]
     lines = [
@@ -207,7 +212,7 @@ def markdown(doc: dict) -> str:
         f"| GeoParquet | {s['parquet']['bytes_per_pixel']:.2f} B per row (valid pixel) |",
         f"| valid pixels | {e['valid_pixels']:,} of {e['tile_pixels']:,} |",
         f"| peak resident memory: end-to-end run / bare model (sampled) | "
-        f"{e['peak_rss_gb']:.2f} GB / {b['peak_rss_gb']:.2f} GB |",
+        f"{_gb(e.get('peak_rss_gb'))} / {_gb(b.get('peak_rss_gb'))} |",
         f"| peak memory of the benchmark process (ru_maxrss) | {doc['max_rss_gb']:.1f} GB |",
     ]
     return "\n".join(lines)

@@ -165,7 +165,8 @@ def to_model_inputs(
 def drop_padding_frames(inputs: Mapping[str, np.ndarray], multiple: int = 4) -> dict:
     """Model inputs without the trailing frames that are padding in every example of the
     batch, per time-varying source (kept: the last valid frame, rounded up to `multiple`,
-    so few distinct shapes compile; at least one frame).
+    so few distinct shapes compile; at least `multiple` frames, never one: the summary reads
+    a source with one frame as static, `modules.harmonic_summary`).
 
     The encoder treats a frame with mask 0 as absent (zero features, masked keys, zero
     pooling weight) and frames carry their time, not their index, so mu is the same to
@@ -179,7 +180,8 @@ def drop_padding_frames(inputs: Mapping[str, np.ndarray], multiple: int = 4) -> 
         if t <= 1:
             continue
         used = np.flatnonzero(mask.reshape(mask.shape[0], t, -1).any(axis=(0, 2)))
-        keep = min(t, max(1, -(-(int(used[-1]) + 1 if len(used) else 0) // multiple) * multiple))
+        last = int(used[-1]) + 1 if len(used) else 0
+        keep = min(t, max(multiple, -(-last // multiple) * multiple))
         if keep < t:
             for k in ("x", "mask", "band_mask", "t", "geometry"):
                 if f"{s}/{k}" in out:

@@ -3,7 +3,7 @@
 import importlib
 import importlib.util
 
-from beam_jobs import cli
+from beam_jobs import cli, flags
 
 
 def test_help_lists_every_command(capsys):
@@ -32,4 +32,4 @@ def test_job_help_prints_the_jobs_options_and_exits_0(capsys):
     assert cli.main(["embed", "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: earthembed embed ")
-    assert "--read-block" in out and "(default: 3)" in out
+    assert "--read-block" in out and f"(default: {flags.DEFAULT_READ_BLOCK})" in out

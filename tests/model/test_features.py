@@ -92,5 +92,6 @@ def test_drop_padding_frames_keeps_frames_in_use_rounded_up():
     assert out["sentinel2_l2a/band_mask"].shape == (3, 12, 10)
     assert out["sentinel2_l2a/geometry"].shape[:2] == (3, 12)
     assert out["sentinel2_l2a/t"][1, 9] == 50.0 and out["era5_land/mask"].shape == (3, 12, 1, 1)
-    assert out["sentinel1/mask"].shape == (3, 1, 1, 1)  # nothing valid: one frame left
+    # Nothing valid: `multiple` frames left, never one (one frame would read as static).
+    assert out["sentinel1/mask"].shape == (3, 4, 1, 1)
     assert out["cop_dem/mask"].shape == (3, 1, 1, 1) and out["period_days"] is x["period_days"]

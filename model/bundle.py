@@ -37,6 +37,11 @@ from schemas.observations import Observations
 DEFAULT_CHIP = 128
 DEFAULT_HALO = 16
 POINT_CHUNK = 256  # points per pixel-summary call of prepare_points (one compiled shape)
+# Points per encoder call in embed_batch: the time path's attention weights of 64 points
+# (4 heads x ~85 x ~85 frames) are ~7 MB; 512 points at once (59 MB per temporary, fresh
+# pages on every call) ran about 2x slower per point on 2 CPU cores.
+POINT_GROUP = 64
+SUMMARY_FRAME_STEP = 16  # the frames a chunk's pixel summary keeps, rounded up to this
 # The encoder's working set at inference (`Bundle.encode_chunked`): strips of STRIP_ROWS rows
 # (a multiple of modules.CONTEXT_ROWS), as many items per call as fit STRIP_PIXELS pixels.
 STRIP_ROWS = 32
@@ -242,6 +247,10 @@ class Bundle:
                     for k, v in part.items()
                 }
             inputs = features.to_model_inputs(part, self._norm, max_frames=max_frames)
+            # Trailing frames no point of the chunk has are padding (a point rarely has
+            # `summary_max_frames` of a source; ERA5 has 12): the quantiles sort the rest,
+            # the harmonics sum over it (a few shapes: multiples of SUMMARY_FRAME_STEP).
+            inputs = features.drop_padding_frames(inputs, multiple=SUMMARY_FRAME_STEP)
             out.append(np.asarray(self._summary(inputs), np.float32)[:m])
         return np.concatenate(out)
 
@@ -275,11 +284,14 @@ class Bundle:
         on the whole batch in one call (the reference the chunked path is tested against).
         """
         inputs = features.to_model_inputs(batch, self._norm, max_frames=self.max_frames)
-        if inputs[f"{sensors.SOURCE_IDS[0]}/mask"].shape[2:] == (1, 1):  # points: frames in use
+        points = inputs[f"{sensors.SOURCE_IDS[0]}/mask"].shape[2:] == (1, 1)
+        if points:  # the frames some point of the batch uses
             inputs = features.drop_padding_frames(inputs)
         if "pixel_summary" in batch:
             inputs["pixel_summary"] = np.asarray(batch["pixel_summary"], np.float32)
-        if chunked:
+        if chunked and points:
+            mu, observed = self._encode_points(inputs)
+        elif chunked:
             mu, observed = self.encode_chunked(inputs)
         else:
             mu, observed = self._encode(self.params, inputs)
@@ -287,6 +299,17 @@ class Bundle:
         observed = np.asarray(observed)[..., None]
         failed = observed & ~np.isfinite(mu).all(axis=-1, keepdims=True)
         return np.where(failed, np.inf, np.where(observed, mu, np.nan)).astype(np.float32)
+
+    def _encode_points(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder on P = 1 model inputs (B, ...) in groups of POINT_GROUP points, one
+        call each (a point has no strips and no neighbours) -> (mu, observed) as numpy."""
+        b = len(inputs["period_days"])
+        parts = [
+            self._encode(self.params, {k: v[i : i + POINT_GROUP] for k, v in inputs.items()})
+            for i in range(0, b, POINT_GROUP)
+        ]
+        mu = np.concatenate([np.asarray(m, np.float32) for m, _ in parts])
+        return mu, np.concatenate([np.asarray(o) for _, o in parts])
 
     def encode_chunked(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """The encoder on model inputs (B, ...) in bounded memory -> (mu, observed) as numpy.

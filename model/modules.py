@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from flax.linen.dtypes import promote_dtype
 
 from model import vmf
 from schemas import sensors
@@ -182,6 +183,26 @@ def _conv_or_center_tap(lhs, rhs, window_strides, padding, **kwargs):
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
 
 
+def _heads_first_attention(query, key, value, mask=None, dtype=None, precision=None):
+    """`nn.dot_product_attention` without bias or dropout (`Attention` uses neither), the
+    same arithmetic in the same order, with the heads moved in front of the tokens before
+    the two products: XLA on CPU runs `...hqd,...hkd->...hqk` as one batched matrix product,
+    while flax's `...qhd,...khd->...hqk` ran about 2-3x slower on the time path's (points or
+    places, ~85 frames, 4 heads of 8) shapes (docs/experiments/2026-12-06-points-and-peak.md).
+    """
+    query, key, value = promote_dtype(query, key, value, dtype=dtype)
+    dtype = query.dtype
+    depth = query.shape[-1]
+    q = jnp.swapaxes(query / jnp.sqrt(depth).astype(dtype), -3, -2)  # (..., h, q, d)
+    k, v = jnp.swapaxes(key, -3, -2), jnp.swapaxes(value, -3, -2)
+    weights = jnp.einsum("...hqd,...hkd->...hqk", q, k, precision=precision)
+    if mask is not None:
+        weights = jnp.where(mask, weights, jnp.finfo(dtype).min)
+    weights = jax.nn.softmax(weights).astype(dtype)
+    out = jnp.einsum("...hqk,...hkd->...hqd", weights, v, precision=precision)
+    return jnp.swapaxes(out, -3, -2)  # (..., q, h, d)
+
+
 def _single_key_attention(query, key, value, **kwargs):
     """Attention over one token: its softmax weight is 1 (masked or not), so the output is
     the value; the query and key projections go unused (and compiled out)."""
@@ -237,12 +258,15 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
         d = x.shape[-1]
-        attn_mask = (valid[..., None, None, :] > 0) & (valid[..., None, :, None] >= 0)
+        key_mask = (valid > 0)[..., None, None, :]  # (..., 1 head, 1 query, keys)
         h = nn.LayerNorm(dtype=self.dtype)(x)
-        one = {"attention_fn": _single_key_attention} if x.shape[-2] == 1 else {}
+        one = x.shape[-2] == 1
         h = nn.MultiHeadDotProductAttention(
-            num_heads=self.heads, dtype=self.dtype, deterministic=True, **one
-        )(h, h, mask=attn_mask)
+            num_heads=self.heads,
+            dtype=self.dtype,
+            deterministic=True,
+            attention_fn=_single_key_attention if one else _heads_first_attention,
+        )(h, h, mask=key_mask)
         x = x + h
         x = x + Mlp(self.mlp_ratio * d, d, self.dtype)(nn.LayerNorm(dtype=self.dtype)(x))
         return x * valid[..., None].astype(x.dtype)

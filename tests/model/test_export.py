@@ -225,6 +225,43 @@ def test_embed_points_matches_one_pixel_windows(bundle_dir):
     np.testing.assert_allclose(np.linalg.norm(emb[1:], axis=1), 1.0, atol=1e-5)
 
 
+def test_points_in_groups_equal_each_point_embedded_alone(bundle_dir, monkeypatch):
+    """embed_batch runs points POINT_GROUP at a time (a ragged last group here) and
+    prepare_points computes the pixel summary without the frames no point of the chunk has
+    (SUMMARY_FRAME_STEP): each point's vector is that of the point prepared and embedded
+    alone in one encoder call, and its summary that of `prepare` of the point alone."""
+    from beam_jobs import inference
+    from beam_jobs.io import points
+
+    b = load_bundle(str(bundle_dir))
+    b.params = jax.tree_util.tree_map(np.asarray, b.params)
+    b.params["context_gates"] = np.array([0.8, -0.6, 0.9], np.float32)
+    b.params["summarizer"]["deep_gate"] = np.array(1.0, np.float32)
+    b.config["model"]["summary_max_frames"] = 16  # _obs has 6 frames: 10 are padding
+    monkeypatch.setattr(bundle_mod, "POINT_GROUP", 4)
+    monkeypatch.setattr(bundle_mod, "SUMMARY_FRAME_STEP", 4)
+    trimmed, drop = [], features.drop_padding_frames
+
+    def spy(x, multiple=4):
+        out = drop(x, multiple)
+        trimmed.append((x["sentinel1/mask"].shape[1], out["sentinel1/mask"].shape[1]))
+        return out
+
+    monkeypatch.setattr(features, "drop_padding_frames", spy)
+    period = {"t_start_ms": 1672531200000, "t_end_ms": 1704067200000}
+    pts = points.window_to_points(_obs(3, 3, seed=2))
+    stacked = b.prepare_points(pts, **period)
+    items = [{k: v[i] for k, v in stacked.items()} for i in range(9)]
+    got = b.embed_batch(b.pad_batch(items, 10))[:9, 0, 0]
+    for i in range(9):
+        alone = b.prepare(inference.take_points(pts, i, i + 1), **period)
+        np.testing.assert_allclose(items[i]["pixel_summary"], alone["pixel_summary"], atol=1e-6)
+        want = b.embed_batch(b.pad_batch([alone], 1), chunked=False)[0, 0, 0]
+        np.testing.assert_allclose(got[i], want, atol=1e-6, equal_nan=True)
+    assert np.isnan(got[0]).all() and np.isfinite(got[1:]).all()
+    assert (16, 8) in trimmed  # the summary's 16 frames trimmed to 8 (6 used)
+
+
 def test_bfloat16_agrees_with_float32(bundle_dir):
     obs = _obs(8, 8)
     a = load_bundle(str(bundle_dir)).embed(obs, chip_size=8, halo=0)

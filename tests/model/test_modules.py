@@ -130,6 +130,29 @@ def test_point_shortcuts_equal_the_padded_computations(model_and_params, monkeyp
     np.testing.assert_allclose(fast, slow, atol=1e-6)
 
 
+def test_heads_first_attention_equals_flax_attention():
+    """The time and space paths' attention (heads moved in front of the tokens) gives
+    flax's dot-product attention: with a key mask (a query whose keys are all masked gets
+    the mean of the values, as in flax), with the full (q, k) mask, and without a mask."""
+    rng = np.random.default_rng(7)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, 3, 5, 4, 8)), jnp.float32) for _ in range(3))
+    valid = rng.random((2, 3, 5)) > 0.4
+    valid[0, 1] = False  # no valid key at all
+    key_mask = jnp.asarray(valid)[..., None, None, :]
+    full_mask = jnp.broadcast_to(key_mask, (2, 3, 4, 5, 5))
+    for mask in (key_mask, full_mask, None):
+        got = modules._heads_first_attention(q, k, v, mask=mask)
+        want = nn.dot_product_attention(q, k, v, mask=mask)
+        assert got.shape == want.shape == (2, 3, 5, 4, 8)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        modules._heads_first_attention(q, k, v, mask=key_mask)[0, 1],
+        jnp.broadcast_to(v[0, 1].mean(0), (5, 4, 8)),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
 def test_dropping_padding_frames_keeps_mu(model_and_params):
     """Frames that are padding in every example (features.drop_padding_frames, used for
     points) do not change mu beyond float rounding."""

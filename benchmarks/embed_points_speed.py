@@ -68,6 +68,14 @@ def prepare_one_at_a_time(bundle, obs, t0: int, t1: int, n: int) -> list[dict]:
     ]
 
 
+def emit(doc: dict, out: str | None) -> None:
+    """Print the figures as JSON, and write them to `out` when given."""
+    text = json.dumps(doc, indent=2)
+    if out:
+        Path(out).write_text(text)
+    print(text)
+
+
 def one_call_per_point(bundle, obs, t0: int, t1: int, n: int) -> np.ndarray:
     """Each point prepared and embedded alone, one model call per point -> (n, D)."""
     from beam_jobs import inference
@@ -193,10 +201,7 @@ def run(argv: list[str] | None = None) -> int:
         and bool(np.array_equal(np.isnan(emb_alone), np.isnan(emb_all[:m]))),
         "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
     }
-    text = json.dumps(doc, indent=2)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
+    emit(doc, args.out)
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
-import json
 import os
 import sys
 import time
@@ -146,6 +145,7 @@ def _load() -> float:
 
 def run(argv: list[str] | None = None) -> int:
     from beam_jobs import flags, inference
+    from benchmarks.embed_points_speed import emit
     from evaluation.report import machine_description
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.matmul_peak")
@@ -210,10 +210,7 @@ def run(argv: list[str] | None = None) -> int:
         }
         model["stages_s_outside"] = wall - sum(seconds.values())
         doc["model"] = {"version": bundle.version, **model}
-    text = json.dumps(doc, indent=2)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
+    emit(doc, args.out)
     return 0
 
 

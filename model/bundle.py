@@ -200,8 +200,20 @@ class Bundle:
             seed=seed,
         )
         batch = {k: feats[k][None] for k in features.example_keys()}
-        inputs = features.to_model_inputs(batch, self._norm, max_frames=n)
-        return np.asarray(self._summary(inputs), np.float32)[0]
+        del feats
+        # per strip of rows (the summary is per pixel): the normalized 96-frame inputs and
+        # the summary's sort exist for STRIP_ROWS rows at a time, not for the whole chip
+        p = obs.spatial_shape[0]
+        out = np.empty((p, p, 0), np.float32)
+        for r0 in range(0, p, STRIP_ROWS):
+            part = {k: v[:, :, r0 : r0 + STRIP_ROWS] if _spatial(k) else v for k, v in batch.items()}
+            inputs = features.to_model_inputs(part, self._norm, max_frames=n)
+            rows = np.asarray(self._summary(inputs), np.float32)[0]
+            if r0 == 0:
+                out = np.empty((p, p, rows.shape[-1]), np.float32)
+            out[r0 : r0 + len(rows)] = rows
+            del inputs
+        return out
 
     def prepare_points(
         self, obs: Observations, *, t_start_ms: int, t_end_ms: int
@@ -366,6 +378,11 @@ class Bundle:
                 hh, ww = min(chip, h - i), min(chip, w - j)
                 out[i : i + hh, j : j + ww] = e[halo : halo + hh, halo : halo + ww]
         return out.reshape(h * w, self.embedding_dim)
+
+
+def _spatial(key: str) -> bool:
+    """Whether an example feature is per pixel: (T, H, W[, C]) per source."""
+    return key.endswith(("/values", "/valid"))
 
 
 def _rows(inputs: Mapping[str, np.ndarray], r0: int, r1: int) -> dict[str, np.ndarray]:

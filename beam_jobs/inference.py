@@ -82,10 +82,23 @@ class EmbedRequest:
     t_start_ms: int
     t_end_ms: int
     seed: int = 0
+    # Carried unchanged to `PredictionResult.example` (embed: what the chip's result needs of
+    # its observations, taken at read time).
+    extra: Any = None
+    # A window request only: the handler drops the observations' sources once the request is
+    # prepared (`release_observations`), so a batch's observations are not held while the
+    # model runs; `obs` keeps its window and read errors.
+    release: bool = False
+    _bytes: int | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def is_points(self) -> bool:
         return self.obs.window is None
+
+    def release_observations(self) -> None:
+        """Replace `obs` by its window and errors alone (num_bytes keeps the input's size)."""
+        self._bytes = self.num_bytes
+        self.obs = Observations(sources={}, window=self.obs.window, errors=list(self.obs.errors))
 
     @property
     def num_items(self) -> int:
@@ -94,6 +107,8 @@ class EmbedRequest:
 
     @property
     def num_bytes(self) -> int:
+        if self._bytes is not None:
+            return self._bytes
         return sum(
             sf.values.nbytes + sf.valid.nbytes + sf.times_ms.nbytes
             for sf in self.obs.sources.values()
@@ -247,6 +262,8 @@ def embed_requests(
     counts = []
     for r in requests:
         new = prepare_items(bundle, r)
+        if r.release and not r.is_points:
+            r.release_observations()
         items += new
         counts.append(len(new))
         del new  # `items` alone holds them (embed_items releases them batch by batch)

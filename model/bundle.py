@@ -206,7 +206,9 @@ class Bundle:
         p = obs.spatial_shape[0]
         out = np.empty((p, p, 0), np.float32)
         for r0 in range(0, p, STRIP_ROWS):
-            part = {k: v[:, :, r0 : r0 + STRIP_ROWS] if _spatial(k) else v for k, v in batch.items()}
+            part = {
+                k: v[:, :, r0 : r0 + STRIP_ROWS] if _spatial(k) else v for k, v in batch.items()
+            }
             inputs = features.to_model_inputs(part, self._norm, max_frames=n)
             rows = np.asarray(self._summary(inputs), np.float32)[0]
             if r0 == 0:

@@ -73,6 +73,9 @@ class EmbeddingBundle(Protocol):
 
     def embed_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
+    # model.Bundle also has batch_inputs(batch) -> inputs and embed_inputs(inputs), which
+    # embed_items uses (when present) to free the stacked batch before the model runs.
+
 
 @dataclasses.dataclass
 class EmbedRequest:
@@ -187,6 +190,39 @@ def warm_up(bundle: EmbeddingBundle, patch_size: int, batch_size: int) -> float:
     return time.perf_counter() - started
 
 
+# ------------------------------------------------------------------------------- heap
+
+# Arrays above this many bytes get their own mmap (glibc's default threshold starts at
+# 128 KiB but rises to 32 MiB after such blocks are freed, after which a chip's 4-20 MB
+# arrays come from the heap and fragment it: resident memory that numpy has freed).
+MMAP_THRESHOLD = 1 << 20
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def _libc():
+    """glibc (None elsewhere: musl, macOS; the heap is then left as it is)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+def bound_heap() -> None:
+    """A fixed mmap threshold for this process (large arrays go back to the OS when freed)."""
+    if (libc := _libc()) is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def trim_heap() -> None:
+    """Return the heap's free pages to the OS (after a batch: its arrays are freed)."""
+    if (libc := _libc()) is not None:
+        libc.malloc_trim(0)
+
+
 # ------------------------------------------------------------------------------- inference
 
 
@@ -248,8 +284,14 @@ def embed_items(
         n = min(batch_size, len(items) - i)
         if release:  # the stacked batch holds them now: free the items before the model runs
             items[i : i + n] = [None] * n
-        emb = np.asarray(bundle.embed_batch(batch), np.float32)
-        del batch
+        to_inputs = getattr(bundle, "batch_inputs", None)  # model.Bundle: hold one copy
+        if to_inputs is None:
+            emb = np.asarray(bundle.embed_batch(batch), np.float32)
+        else:
+            inputs = to_inputs(batch)
+            del batch
+            emb = np.asarray(bundle.embed_inputs(inputs), np.float32)
+            del inputs
         out.append(emb[:n])
     return np.concatenate(out)
 
@@ -332,6 +374,7 @@ class FlaxEmbeddingModelHandler(ModelHandler[EmbedRequest, np.ndarray, Embedding
 
     def load_model(self) -> EmbeddingBundle:
         """The bundle (cached per process), compiled for the job's chip shape."""
+        bound_heap()
         bundle = load_bundle_cached(self._bundle_path, self._compute_dtype)
         if self._warmup_patch_size:
             s = warm_up(bundle, self._warmup_patch_size, self._batch_size)
@@ -359,6 +402,7 @@ class FlaxEmbeddingModelHandler(ModelHandler[EmbedRequest, np.ndarray, Embedding
     ) -> Iterable[PredictionResult]:
         """Requests -> PredictionResult(request, (P, P, D) or (N, D) float32 unit vectors)."""
         emb = embed_requests(model, list(batch), self._batch_size)
+        trim_heap()
         return [PredictionResult(r, e) for r, e in zip(batch, emb, strict=True)]
 
     def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:

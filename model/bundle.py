@@ -288,11 +288,20 @@ class Bundle:
         (`encode_chunked`: memory bounded by STRIP_PIXELS, not by B x P x P); False runs it
         on the whole batch in one call (the reference the chunked path is tested against).
         """
+        return self.embed_inputs(self.batch_inputs(batch), chunked=chunked)
+
+    def batch_inputs(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Stacked prepared inputs -> the model's input arrays (`embed_inputs` embeds them;
+        a caller that drops `batch` in between holds the batch once while the model runs)."""
         inputs = features.to_model_inputs(batch, self._norm, max_frames=self.max_frames)
         if inputs[f"{sensors.SOURCE_IDS[0]}/mask"].shape[2:] == (1, 1):  # points: frames in use
             inputs = features.drop_padding_frames(inputs)
         if "pixel_summary" in batch:
             inputs["pixel_summary"] = np.asarray(batch["pixel_summary"], np.float32)
+        return inputs
+
+    def embed_inputs(self, inputs: Mapping[str, np.ndarray], *, chunked: bool = True) -> np.ndarray:
+        """`batch_inputs` -> (B, P, P, D) float32, as `embed_batch`."""
         if chunked:
             mu, observed = self.encode_chunked(inputs)
         else:
@@ -375,7 +384,10 @@ class Bundle:
                 )
                 for i, j in part
             ]
-            emb = self.embed_batch(self.pad_batch(items, min(batch_size, len(jobs))))
+            inputs = self.batch_inputs(self.pad_batch(items, min(batch_size, len(jobs))))
+            del items  # the model inputs alone are held while the encoder runs
+            emb = self.embed_inputs(inputs)
+            del inputs
             for (i, j), e in zip(part, emb, strict=False):
                 hh, ww = min(chip, h - i), min(chip, w - j)
                 out[i : i + hh, j : j + ww] = e[halo : halo + hh, halo : halo + ww]

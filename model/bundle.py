@@ -350,13 +350,15 @@ class Bundle:
         *,
         chip_size: int = DEFAULT_CHIP,
         halo: int = DEFAULT_HALO,
-        batch_size: int = 4,
+        batch_size: int = 1,
     ) -> np.ndarray:
         """Observations over a window (or a point set) -> (H * W, D) in row-major order.
 
         A window is cut into chips of `chip_size` px with `halo` px of context on each side
         (the edges are padded with missing observations); the period defaults to the
-        calendar year of the observations.
+        calendar year of the observations. `batch_size` chips are prepared and held at once;
+        the encoder runs one chip at a time whatever it is (`encode_chunked`), so 1 (the
+        default) gives the same vectors in the least memory.
         """
         if t_start_ms is None or t_end_ms is None:
             t_start_ms, t_end_ms = _year_period(obs)

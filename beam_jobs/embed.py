@@ -393,6 +393,47 @@ def crop_observations(obs: Observations, window: GridWindow, row: int, col: int)
     return Observations(sources=sources, window=window, errors=list(obs.errors))
 
 
+@dataclasses.dataclass(frozen=True)
+class ChipObsSummary:
+    """What a chip's result needs of its observations, per pixel of the core: taken when the
+    chip is read, so the observations can be freed before the model runs (`chip_quality`)."""
+
+    counts: dict[str, np.ndarray]  # valid observations per time-varying source
+    clear_fraction: np.ndarray  # clear / observed optical acquisitions, NaN where none
+    surface: np.ndarray  # clear optical + valid radar observations
+    errors: tuple[str, ...] = ()  # the read errors the observations carry
+
+
+def observation_summary(
+    obs: Observations, rows: slice, cols: slice, *, t_start_ms: int, t_end_ms: int
+) -> ChipObsSummary:
+    """A chip's observations (window incl. halo) -> their `ChipObsSummary` over the core
+    (`rows`, `cols`: the core's slices into the chip window)."""
+    shape = (rows.stop - rows.start, cols.stop - cols.start)
+    counts: dict[str, np.ndarray] = {}
+    clear = np.zeros(shape, np.float64)
+    observed = np.zeros(shape, np.float64)
+    for source in embedding.OBS_SOURCES:
+        sf = obs.sources.get(source)
+        if sf is None or sf.num_frames == 0:
+            continue
+        sf = sf.select_time(t_start_ms, t_end_ms).crop(rows, cols)
+        counts[source] = sf.valid.sum(axis=0).astype(np.float64)
+        if source in sensors.OPTICAL_SOURCES:  # their acquisitions define the clear fraction
+            clear += counts[source]
+            observed += np.isfinite(sf.values).any(axis=-1).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        clear_fraction = np.where(observed > 0, clear / observed, np.nan)
+    surface = sum((counts[s] for s in sensors.SURFACE_SOURCES if s in counts), np.zeros(shape))
+    return ChipObsSummary(counts, clear_fraction, surface, tuple(obs.errors))
+
+
+def chip_obs_summary(chip: Chip, obs: Observations, spec: EmbedSpec) -> ChipObsSummary:
+    """`observation_summary` of a chip's observations over its core, for the job's period."""
+    _, (rows, cols) = chip.core_slices()
+    return observation_summary(obs, rows, cols, t_start_ms=spec.t_start_ms, t_end_ms=spec.t_end_ms)
+
+
 def chip_quality(
     obs: Observations,
     rows: slice,
@@ -417,24 +458,14 @@ def chip_quality(
         (clear optical + valid radar; not climate or the DEM), 0 where the pixel has no
         embedding.
     """
-    shape = (rows.stop - rows.start, cols.stop - cols.start)
-    counts: dict[str, np.ndarray] = {}
-    clear = np.zeros(shape, np.float64)
-    observed = np.zeros(shape, np.float64)
-    for source in embedding.OBS_SOURCES:
-        sf = obs.sources.get(source)
-        if sf is None or sf.num_frames == 0:
-            continue
-        sf = sf.select_time(t_start_ms, t_end_ms).crop(rows, cols)
-        counts[source] = sf.valid.sum(axis=0).astype(np.float64)
-        if source in sensors.OPTICAL_SOURCES:  # their acquisitions define the clear fraction
-            clear += counts[source]
-            observed += np.isfinite(sf.values).any(axis=-1).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        clear_fraction = np.where(observed > 0, clear / observed, np.nan)
-    surface = sum((counts[s] for s in sensors.SURFACE_SOURCES if s in counts), np.zeros(shape))
-    confidence = embedding.confidence(surface, embedded)
-    return embedding.quality_layers(counts, clear_fraction, confidence)
+    summary = observation_summary(obs, rows, cols, t_start_ms=t_start_ms, t_end_ms=t_end_ms)
+    return summary_quality(summary, embedded)
+
+
+def summary_quality(summary: ChipObsSummary, embedded: np.ndarray) -> np.ndarray:
+    """`chip_quality` from a chip's `ChipObsSummary` and its embedded pixels."""
+    confidence = embedding.confidence(summary.surface, embedded)
+    return embedding.quality_layers(summary.counts, summary.clear_fraction, confidence)
 
 
 @dataclasses.dataclass
@@ -490,22 +521,23 @@ def non_finite_embedding(core: np.ndarray) -> str | None:
     )
 
 
-def chip_result(chip: Chip, emb: np.ndarray, obs: Observations, spec: EmbedSpec) -> ChipResult:
+def chip_result(
+    chip: Chip, emb: np.ndarray, obs: Observations | ChipObsSummary, spec: EmbedSpec
+) -> ChipResult:
     """A chip's (S, S, 64) embeddings -> its core, quantized, with its quality bands; a
     failed chip if the core holds non-finite embeddings; partial (core and error) if its
-    observations carry read errors."""
+    observations carry read errors. `obs`: the chip's observations or their summary."""
     _, (rows, cols) = chip.core_slices()
     core = emb[rows, cols]
     if why := non_finite_embedding(core):
         return failed_chip(chip, why)
     q = embedding.quantize(core)
     embedded = ~(q == embedding.NODATA).all(axis=-1)
-    quality = chip_quality(
-        obs, rows, cols, t_start_ms=spec.t_start_ms, t_end_ms=spec.t_end_ms, embedded=embedded
-    )
+    summary = obs if isinstance(obs, ChipObsSummary) else chip_obs_summary(chip, obs, spec)
+    quality = summary_quality(summary, embedded)
     error = None
-    if obs.errors:
-        error = "embedded without the frames whose read failed: " + "; ".join(obs.errors)
+    if summary.errors:
+        error = "embedded without the frames whose read failed: " + "; ".join(summary.errors)
     return ChipResult(chip.tile.id, chip.id, chip.i, chip.j, q=q, quality=quality, error=error)
 
 
@@ -967,10 +999,25 @@ class ReadChipsFn(beam.DoFn):
         self._read_ms.update(int((time.perf_counter() - started) * 1000))
         self._masked.inc(sum(obs.out_of_range.values()))
         # Read errors invalidated their frames only: the chips are embedded from the rest and
-        # carry the errors (crop_observations) into their partial results.
-        for chip in block.chips:
-            chip_obs = crop_observations(obs, chip.window, *block.offset(chip))
-            yield chip, inference.EmbedRequest(chip_obs, spec.t_start_ms, spec.t_end_ms)
+        # carry the errors (crop_observations) into their partial results. The block is
+        # cropped whole and freed before the first chip goes on (a full batch runs the model
+        # inside the yield), and this frame keeps no chip: the handler frees each chip's
+        # observations once prepared (their summary rides along for the quality bands).
+        crops = [(c, crop_observations(obs, c.window, *block.offset(c))) for c in block.chips]
+        del obs
+        crops.reverse()
+        while crops:
+            chip, chip_obs = crops.pop()
+            request = inference.EmbedRequest(
+                chip_obs,
+                spec.t_start_ms,
+                spec.t_end_ms,
+                extra=chip_obs_summary(chip, chip_obs, spec),
+                release=True,
+            )
+            del chip_obs
+            yield chip, request
+            del request
 
     def _fail(self, block: ReadBlock, error: str) -> Iterator:
         for chip in block.chips:
@@ -1000,7 +1047,9 @@ class CollectChipFn(beam.DoFn):
 
     def process(self, keyed: tuple[Chip, PredictionResult]) -> Iterator:
         chip, result = keyed
-        res = chip_result(chip, np.asarray(result.inference), result.example.obs, self._spec)
+        request = result.example
+        obs = request.obs if request.extra is None else request.extra
+        res = chip_result(chip, np.asarray(result.inference), obs, self._spec)
         if res.q is None:
             self._failed.inc()
             log.warning("chip %s dead-lettered: %s", chip.id, res.error)

@@ -44,8 +44,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # embed, embed-points
 DEFAULT_MODEL = str(REPO_ROOT / "model" / "weights" / "tiny")
-# Chips per model call. The tiny model needs ~1.1 GB per 128 px chip on CPU (measured: 5 GB for
-# a batch of 4), so 4 fits a laptop; raise it on accelerators (--batch-size 32 on a GPU).
+# Chips per model call. On CPU the encoder runs one 128 px chip at a time whatever the batch
+# (model/bundle.py encode_chunked); each chip of a batch adds its prepared inputs (~80 MB) while
+# the batch runs (embed's peak 2.44 GB at 4: benchmarks/RESULTS.md); raise it on accelerators
+# (--batch-size 32 on a GPU).
 DEFAULT_CHIP_BATCH_SIZE = 4
 DEFAULT_POINT_BATCH_SIZE = 256
 DEFAULT_FORMATS = "cog,parquet,stac"

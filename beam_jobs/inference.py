@@ -73,6 +73,9 @@ class EmbeddingBundle(Protocol):
 
     def embed_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
+    # model.Bundle also has batch_inputs(batch) -> inputs and embed_inputs(inputs), which
+    # embed_items uses (when present) to free the stacked batch before the model runs.
+
 
 @dataclasses.dataclass
 class EmbedRequest:
@@ -82,10 +85,23 @@ class EmbedRequest:
     t_start_ms: int
     t_end_ms: int
     seed: int = 0
+    # Carried unchanged to `PredictionResult.example` (embed: what the chip's result needs of
+    # its observations, taken at read time).
+    extra: Any = None
+    # A window request only: the handler drops the observations' sources once the request is
+    # prepared (`release_observations`), so a batch's observations are not held while the
+    # model runs; `obs` keeps its window and read errors.
+    release: bool = False
+    _bytes: int | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def is_points(self) -> bool:
         return self.obs.window is None
+
+    def release_observations(self) -> None:
+        """Replace `obs` by its window and errors alone (num_bytes keeps the input's size)."""
+        self._bytes = self.num_bytes
+        self.obs = Observations(sources={}, window=self.obs.window, errors=list(self.obs.errors))
 
     @property
     def num_items(self) -> int:
@@ -94,6 +110,8 @@ class EmbedRequest:
 
     @property
     def num_bytes(self) -> int:
+        if self._bytes is not None:
+            return self._bytes
         return sum(
             sf.values.nbytes + sf.valid.nbytes + sf.times_ms.nbytes
             for sf in self.obs.sources.values()
@@ -172,6 +190,39 @@ def warm_up(bundle: EmbeddingBundle, patch_size: int, batch_size: int) -> float:
     return time.perf_counter() - started
 
 
+# ------------------------------------------------------------------------------- heap
+
+# Arrays above this many bytes get their own mmap (glibc's default threshold starts at
+# 128 KiB but rises to 32 MiB after such blocks are freed, after which a chip's 4-20 MB
+# arrays come from the heap and fragment it: resident memory that numpy has freed).
+MMAP_THRESHOLD = 1 << 20
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def _libc():
+    """glibc (None elsewhere: musl, macOS; the heap is then left as it is)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+def bound_heap() -> None:
+    """A fixed mmap threshold for this process (large arrays go back to the OS when freed)."""
+    if (libc := _libc()) is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def trim_heap() -> None:
+    """Return the heap's free pages to the OS (after a batch: its arrays are freed)."""
+    if (libc := _libc()) is not None:
+        libc.malloc_trim(0)
+
+
 # ------------------------------------------------------------------------------- inference
 
 
@@ -213,16 +264,35 @@ def prepare_items(bundle: EmbeddingBundle, request: EmbedRequest) -> list[dict[s
 
 
 def embed_items(
-    bundle: EmbeddingBundle, items: Sequence[Mapping[str, np.ndarray]], batch_size: int
+    bundle: EmbeddingBundle,
+    items: list[Mapping[str, np.ndarray]],
+    batch_size: int,
+    *,
+    release: bool = False,
 ) -> np.ndarray:
-    """Model items -> (len(items), P, P, D) float32, in fixed batches of `batch_size`."""
+    """Model items -> (len(items), P, P, D) float32, in fixed batches of `batch_size`.
+
+    `release` replaces each item of `items` by None once its batch is stacked, so a batch's
+    prepared arrays are not held twice while the model runs (embed_requests: ~44 MB per
+    128 px chip of the tiny bundle).
+    """
     if not items:
         raise ValueError("embed_items needs at least one item")
     out = []
     for i in range(0, len(items), batch_size):
-        chunk = [dict(x) for x in items[i : i + batch_size]]
-        emb = np.asarray(bundle.embed_batch(bundle.pad_batch(chunk, batch_size)), np.float32)
-        out.append(emb[: len(chunk)])
+        batch = bundle.pad_batch([dict(x) for x in items[i : i + batch_size]], batch_size)
+        n = min(batch_size, len(items) - i)
+        if release:  # the stacked batch holds them now: free the items before the model runs
+            items[i : i + n] = [None] * n
+        to_inputs = getattr(bundle, "batch_inputs", None)  # model.Bundle: hold one copy
+        if to_inputs is None:
+            emb = np.asarray(bundle.embed_batch(batch), np.float32)
+        else:
+            inputs = to_inputs(batch)
+            del batch
+            emb = np.asarray(bundle.embed_inputs(inputs), np.float32)
+            del inputs
+        out.append(emb[:n])
     return np.concatenate(out)
 
 
@@ -234,11 +304,14 @@ def embed_requests(
     counts = []
     for r in requests:
         new = prepare_items(bundle, r)
+        if r.release and not r.is_points:
+            r.release_observations()
         items += new
         counts.append(len(new))
+        del new  # `items` alone holds them (embed_items releases them batch by batch)
     if not items:
         return [np.zeros((0, bundle.embedding_dim), np.float32) for _ in requests]
-    emb = embed_items(bundle, items, batch_size)
+    emb = embed_items(bundle, items, batch_size, release=True)
     out, i = [], 0
     for r, n in zip(requests, counts, strict=True):
         part = emb[i : i + n]
@@ -301,6 +374,7 @@ class FlaxEmbeddingModelHandler(ModelHandler[EmbedRequest, np.ndarray, Embedding
 
     def load_model(self) -> EmbeddingBundle:
         """The bundle (cached per process), compiled for the job's chip shape."""
+        bound_heap()
         bundle = load_bundle_cached(self._bundle_path, self._compute_dtype)
         if self._warmup_patch_size:
             s = warm_up(bundle, self._warmup_patch_size, self._batch_size)
@@ -328,6 +402,7 @@ class FlaxEmbeddingModelHandler(ModelHandler[EmbedRequest, np.ndarray, Embedding
     ) -> Iterable[PredictionResult]:
         """Requests -> PredictionResult(request, (P, P, D) or (N, D) float32 unit vectors)."""
         emb = embed_requests(model, list(batch), self._batch_size)
+        trim_heap()
         return [PredictionResult(r, e) for r, e in zip(batch, emb, strict=True)]
 
     def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:

@@ -205,8 +205,22 @@ class Bundle:
             seed=seed,
         )
         batch = {k: feats[k][None] for k in features.example_keys()}
-        inputs = features.to_model_inputs(batch, self._norm, max_frames=n)
-        return np.asarray(self._summary(inputs), np.float32)[0]
+        del feats
+        # per strip of rows (the summary is per pixel): the normalized 96-frame inputs and
+        # the summary's sort exist for STRIP_ROWS rows at a time, not for the whole chip
+        p = obs.spatial_shape[0]
+        out = np.empty((p, p, 0), np.float32)
+        for r0 in range(0, p, STRIP_ROWS):
+            part = {
+                k: v[:, :, r0 : r0 + STRIP_ROWS] if _spatial(k) else v for k, v in batch.items()
+            }
+            inputs = features.to_model_inputs(part, self._norm, max_frames=n)
+            rows = np.asarray(self._summary(inputs), np.float32)[0]
+            if r0 == 0:
+                out = np.empty((p, p, rows.shape[-1]), np.float32)
+            out[r0 : r0 + len(rows)] = rows
+            del inputs
+        return out
 
     def prepare_points(
         self, obs: Observations, *, t_start_ms: int, t_end_ms: int
@@ -283,12 +297,22 @@ class Bundle:
         (`encode_chunked`: memory bounded by STRIP_PIXELS, not by B x P x P); False runs it
         on the whole batch in one call (the reference the chunked path is tested against).
         """
+        return self.embed_inputs(self.batch_inputs(batch), chunked=chunked)
+
+    def batch_inputs(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Stacked prepared inputs -> the model's input arrays (`embed_inputs` embeds them;
+        a caller that drops `batch` in between holds the batch once while the model runs)."""
         inputs = features.to_model_inputs(batch, self._norm, max_frames=self.max_frames)
         points = inputs[f"{sensors.SOURCE_IDS[0]}/mask"].shape[2:] == (1, 1)
         if points:  # the frames some point of the batch uses
             inputs = features.drop_padding_frames(inputs)
         if "pixel_summary" in batch:
             inputs["pixel_summary"] = np.asarray(batch["pixel_summary"], np.float32)
+        return inputs
+
+    def embed_inputs(self, inputs: Mapping[str, np.ndarray], *, chunked: bool = True) -> np.ndarray:
+        """`batch_inputs` -> (B, P, P, D) float32, as `embed_batch`."""
+        points = inputs[f"{sensors.SOURCE_IDS[0]}/mask"].shape[2:] == (1, 1)
         if chunked and points:
             mu, observed = self._encode_points(inputs)
         elif chunked:
@@ -350,13 +374,15 @@ class Bundle:
         *,
         chip_size: int = DEFAULT_CHIP,
         halo: int = DEFAULT_HALO,
-        batch_size: int = 4,
+        batch_size: int = 1,
     ) -> np.ndarray:
         """Observations over a window (or a point set) -> (H * W, D) in row-major order.
 
         A window is cut into chips of `chip_size` px with `halo` px of context on each side
         (the edges are padded with missing observations); the period defaults to the
-        calendar year of the observations.
+        calendar year of the observations. `batch_size` chips are prepared and held at once;
+        the encoder runs one chip at a time whatever it is (`encode_chunked`), so 1 (the
+        default) gives the same vectors in the least memory.
         """
         if t_start_ms is None or t_end_ms is None:
             t_start_ms, t_end_ms = _year_period(obs)
@@ -384,11 +410,19 @@ class Bundle:
                 )
                 for i, j in part
             ]
-            emb = self.embed_batch(self.pad_batch(items, min(batch_size, len(jobs))))
+            inputs = self.batch_inputs(self.pad_batch(items, min(batch_size, len(jobs))))
+            del items  # the model inputs alone are held while the encoder runs
+            emb = self.embed_inputs(inputs)
+            del inputs
             for (i, j), e in zip(part, emb, strict=False):
                 hh, ww = min(chip, h - i), min(chip, w - j)
                 out[i : i + hh, j : j + ww] = e[halo : halo + hh, halo : halo + ww]
         return out.reshape(h * w, self.embedding_dim)
+
+
+def _spatial(key: str) -> bool:
+    """Whether an example feature is per pixel: (T, H, W[, C]) per source."""
+    return key.endswith(("/values", "/valid"))
 
 
 def _rows(inputs: Mapping[str, np.ndarray], r0: int, r1: int) -> dict[str, np.ndarray]:

@@ -648,6 +648,8 @@ def test_non_finite_embedding_fails_the_chip_with_its_id(tmp_path):
     emb[10, 12] = 0.125
     emb[12, 12, :3] = np.nan
     assert embed.chip_result(chip, emb, obs, spec).q is None
+    summary = embed.chip_obs_summary(chip, obs, spec)
+    assert embed.chip_result(chip, emb, summary, spec).q is None
     assert bad.deadletter() == {
         "chip_id": "32631_963_8758_1_1",
         "tile_id": tile.id,
@@ -740,3 +742,31 @@ def test_chaos_first_read_fails_for_a_tenth_of_chips(
             assert a == b
         else:
             assert clean[name] == chaos[name], name
+
+
+def test_chip_result_from_the_read_time_summary_equals_the_observations(tmp_path):
+    """ReadChipsFn takes each chip's ChipObsSummary when it reads the chip (the handler then
+    frees the observations); the chip's codes, quality bands and partial error are those
+    chip_result makes from the observations themselves."""
+    a, b = runner.parse_period(PERIOD)
+    tile = Tile(32631, 963, 8758, 64)
+    chip = tile.chips(16, 8)[5]
+    spec = _spec(tmp_path)
+    s2 = _frames("sentinel2_l2a", 7, True, a, shape=(32, 32))
+    s2.valid[:3, 4:20, 6:9] = False
+    s2.values[:2, 4:20, 6:9] = np.nan
+    obs = Observations(
+        {"sentinel2_l2a": s2, "sentinel1": _frames("sentinel1", 4, True, a, shape=(32, 32))},
+        chip.window,
+        errors=["s1.tif: timeout"],
+    )
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(32, 32, 64)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+    emb[:12, :10] = np.nan
+    want = embed.chip_result(chip, emb, obs, spec)
+    got = embed.chip_result(chip, emb, embed.chip_obs_summary(chip, obs, spec), spec)
+    np.testing.assert_array_equal(got.q, want.q)
+    np.testing.assert_array_equal(got.quality, want.quality)
+    assert got.error == want.error and "s1.tif: timeout" in got.error
+    assert len(np.unique(want.quality[0])) > 1  # the clear counts vary across the core

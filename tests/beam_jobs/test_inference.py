@@ -251,3 +251,23 @@ def test_real_tiny_bundle_handler_batches_are_independent(shipped_bundle):
     assert pts.inference.shape == (5, 64) and np.isnan(pts.inference[0]).all()
     np.testing.assert_allclose(np.linalg.norm(pts.inference[1:], axis=-1), 1.0, atol=1e-4)
     inference.clear_bundle_cache()
+
+
+def test_released_requests_give_the_same_embeddings_without_their_observations(fake):
+    """`release`: the handler drops a window request's observations once prepared (memory
+    while the model runs); the embeddings are those of the kept requests, `obs` keeps its
+    window and errors, and num_bytes still reports the input's size."""
+    handler = inference.FlaxEmbeddingModelHandler("fake://a", batch_size=2)
+    bundle = handler.load_model()
+    kept = [inference.EmbedRequest(_window_obs(s), T0, T1) for s in range(3)]
+    freed = [inference.EmbedRequest(_window_obs(s), T0, T1, release=True) for s in range(3)]
+    sizes = [r.num_bytes for r in freed]
+    assert min(sizes) > 0
+    want = [r.inference for r in handler.run_inference(kept, bundle)]
+    got = list(handler.run_inference(freed, bundle))
+    for w, r, n, k in zip(want, got, sizes, kept, strict=True):
+        np.testing.assert_array_equal(r.inference, w)
+        assert r.example.obs.sources == {} and r.example.obs.window == k.obs.window
+        assert r.example.num_bytes == n
+    assert handler.get_num_bytes(freed) == sum(sizes)
+    assert all(k.obs.sources for k in kept)  # not released

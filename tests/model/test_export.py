@@ -309,3 +309,24 @@ def test_chunked_encoder_equals_the_whole_batch_in_one_call(bundle_dir, monkeypa
     )
     alone = b.embed_batch(b.pad_batch([b.prepare(sub, **period)], 1), chunked=False)[0]
     assert np.nanmax(np.abs(alone - whole[0, :16, :16])) > 1e-3
+
+
+def test_pixel_summary_in_row_strips_equals_the_whole_chip(bundle_dir, monkeypatch):
+    """prepare computes the summary_max_frames summary a strip of STRIP_ROWS rows at a time
+    (bounded memory); it is per pixel, so it equals the summary of the whole chip at once."""
+    b = load_bundle(str(bundle_dir))
+    b.config["model"]["summary_max_frames"] = 8
+    monkeypatch.setattr(bundle_mod, "STRIP_ROWS", 16)  # 40 rows: strips of 16, 16 and 8
+    obs = _obs(40, 40, seed=3)
+    period = dict(t_start_ms=1672531200000, t_end_ms=1704067200000)
+    got = b.prepare(obs, **period)["pixel_summary"]
+    feats = examples.example_features(
+        obs, max_frames=8, location=bundle_mod._NO_LOCATION, seed=0, **period
+    )
+    inputs = features.to_model_inputs(
+        {k: feats[k][None] for k in features.example_keys()}, b._norm, max_frames=8
+    )
+    whole = np.asarray(b._summary(inputs))[0]
+    assert got.shape == whole.shape == (40, 40, whole.shape[-1])
+    assert np.abs(whole).max() > 0.1
+    np.testing.assert_allclose(got, whole, rtol=0, atol=1e-6)

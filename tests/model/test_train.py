@@ -60,22 +60,23 @@ def test_batches_resume_where_they_stopped(tiny_td):
     assert [next(it2)[2]["target/class_id"].tolist() for _ in range(2)] == ids[3:]
 
 
-def test_nonfinite_step_leaves_the_state_unchanged(small_config):
-    c = small_config()
-    x = features.empty_inputs(4, 4, c.model.max_frames)
+def test_nonfinite_step_leaves_the_state_unchanged(tiny_td, small_config):
+    # The training step of the resume test (its config, a batch of tiny_td, the same jit of
+    # train.shard_training): compiled once in the process for both.
+    c = small_config(steps=12)
+    d = input_pipeline.open_data_dir(str(tiny_td))
+    norm = features.normalizer(features.pool_stats([d.stats]), std_floor=c.train.std_floor)
+    _, _, raw = next(input_pipeline.TrainBatches([d], batch_size=4, seed=0, shuffle_buffer=8))
+    x, labels = train.Batcher(c, norm)(raw, 0)
     x["sentinel1/x"][:] = np.nan
     x["sentinel1/mask"][:] = 1
     x["sentinel1/band_mask"][:] = 1
-    labels = {
-        "target/class_id": np.zeros(4, np.int64),
-        "target/landcover": np.zeros((4, 4, 4), np.int64),
-    }
-    state = train.init_state(c, x)
-    new, metrics = jax.jit(lambda s, a, b, k: train.train_step(s, a, b, k, c))(
-        state, x, labels, jax.random.key(0)
-    )
+    state = train.init_state(c, features.empty_inputs(4, 1, c.model.max_frames))
+    before = [np.array(a) for a in _leaves(state)]  # copies: the step donates the state
+    state, step = train.shard_training(c, train.make_mesh(c), state)
+    new, metrics = step(state, x, labels, jax.random.key(0))
     assert float(metrics["finite"]) == 0.0 and int(new.nonfinite) == 1
-    for a, b in zip(_leaves(state), _leaves(new), strict=True):
+    for a, b in zip(before, _leaves(new), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -110,18 +111,10 @@ def test_label_term_is_the_pixel_softmax_over_the_label_table(small_config):
     np.testing.assert_allclose(label_term(lc), np.mean(nll), rtol=1e-4)
 
 
-_ONE_STEP = textwrap.dedent(
-    """
-    import importlib.util, sys, numpy as np, jax
-    sys.path.insert(0, {root!r})
-    spec = importlib.util.spec_from_file_location("model_conftest", {conftest!r})
-    conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conftest)
-    _small_config = conftest._small_config
-    from model import features, train
-    c = _small_config()
+def _one_step_inputs(max_frames: int):
+    """A batch of 4 examples of 8 x 8 px (random values, all valid) and its labels."""
     rng = np.random.default_rng(0)
-    x = features.empty_inputs(4, 8, c.model.max_frames)
+    x = features.empty_inputs(4, 8, max_frames)
     for k in x:
         if k.endswith("/x"):
             x[k] = rng.normal(size=x[k].shape).astype(np.float32)
@@ -130,38 +123,70 @@ _ONE_STEP = textwrap.dedent(
         elif k.endswith("/t"):
             x[k] = rng.uniform(0, 300, size=x[k].shape).astype(np.float32)
     x["period_days"][:] = 365.0
-    labels = {{"target/class_id": np.arange(4), "target/landcover": np.zeros((4, 8, 8), np.int64)}}
+    labels = {"target/class_id": np.arange(4), "target/landcover": np.zeros((4, 8, 8), np.int64)}
+    return x, labels
+
+
+# One step on all the devices of a process started with 4 host devices, from the state and
+# batch of the test (saved by it): the state is initialized once, by the test.
+_ONE_STEP = textwrap.dedent(
+    """
+    import importlib.util, sys, numpy as np, jax
+    sys.path.insert(0, {root!r})
+    spec = importlib.util.spec_from_file_location("model_conftest", {conftest!r})
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    from model import features, train
+    c = conftest._small_config(steps=12)
+    saved = np.load(sys.argv[1])
+    x = {{k[2:]: saved[k] for k in saved.files if k.startswith("x:")}}
+    labels = {{k[2:]: saved[k] for k in saved.files if k.startswith("y:")}}
+    target = train.abstract_state(c, features.empty_inputs(4, 1, c.model.max_frames))
+    leaves, treedef = jax.tree_util.tree_flatten(target)
+    state = jax.tree_util.tree_unflatten(treedef, [saved[f"s:{{i}}"] for i in range(len(leaves))])
     mesh = train.make_mesh(c)
-    state, step = train.shard_training(c, mesh, train.init_state(c, x))
+    state, step = train.shard_training(c, mesh, state)
     state, m = step(state, x, labels, jax.random.key(5))
     flat = np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(state.params)])
-    np.save(sys.argv[1], flat)
+    np.save(sys.argv[2], flat)
     print(len(jax.devices()), mesh.shape["data"], float(m["loss"]))
     """
 )
 
 
-def test_four_host_devices_give_the_same_step_as_one(tmp_path):
+def test_four_host_devices_give_the_same_step_as_one(tmp_path, small_config):
+    """One training step from the same state and batch: on this process's first device,
+    and on the 4 host devices of a subprocess (data parallel over all 4)."""
+    # The config of the resume and non-finite tests: the one-device step is theirs.
+    c = small_config(steps=12)
+    x, labels = _one_step_inputs(c.model.max_frames)
+    state = train.init_state(c, features.empty_inputs(4, 1, c.model.max_frames))
+    saved = {f"x:{k}": v for k, v in x.items()} | {f"y:{k}": v for k, v in labels.items()}
+    saved |= {f"s:{i}": np.asarray(a) for i, a in enumerate(jax.tree_util.tree_leaves(state))}
+    np.savez(tmp_path / "start.npz", **saved)
+    mesh = train.make_mesh(c, jax.devices()[:1])
+    assert mesh.shape["data"] == 1
+    one, step = train.shard_training(c, mesh, state)
+    one, _ = step(one, x, labels, jax.random.key(5))
+    flat_one = np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(one.params)])
+
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = tmp_path / "one_step.py"
     script.write_text(
         _ONE_STEP.format(root=root, conftest=os.path.join(os.path.dirname(__file__), "conftest.py"))
     )
-    out = {}
-    for n in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-        env["JAX_PLATFORMS"] = "cpu"
-        r = subprocess.run(
-            [sys.executable, str(script), str(tmp_path / f"p{n}.npy")],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert r.returncode == 0, r.stderr[-3000:]
-        devices, data_axis, _ = r.stdout.split()
-        assert (int(devices), int(data_axis)) == (n, n)
-        out[n] = np.load(tmp_path / f"p{n}.npy")
-    np.testing.assert_allclose(out[1], out[4], rtol=1e-4, atol=1e-6)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env["JAX_PLATFORMS"] = "cpu"
+    r = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "start.npz"), str(tmp_path / "p4.npy")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    devices, data_axis, _ = r.stdout.split()
+    assert (int(devices), int(data_axis)) == (4, 4)
+    np.testing.assert_allclose(flat_one, np.load(tmp_path / "p4.npy"), rtol=1e-4, atol=1e-6)
 
 
 def test_label_window_keeps_labelled_pixels_of_the_last_steps_as_strips(tiny_td, small_config):

@@ -59,9 +59,12 @@ import hashlib
 import json
 import logging
 import math
+import os
 import posixpath
+import shutil
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
@@ -97,6 +100,11 @@ TRANSFORM_FN_DIR = "transform_fn"
 SHARD_BYTES = 256 * 2**20
 BYTES_PER_PIXEL_FRAME = 84
 SHARD_SUFFIX = ".tfrecord.gz"
+# Records wait for their shard in `{prefix}.spill/` (WriteExamples), zlib level 1 (fast;
+# the shard's gzip compresses them for good).
+SPILL_DIR_SUFFIX = ".spill"
+SPILL_SUFFIX = ".z"
+SPILL_ZLIB_LEVEL = 1
 SPLITS = ("train", "eval")
 
 
@@ -793,15 +801,60 @@ def write_shard(path: str, records: Iterable[bytes]) -> int:
     return n
 
 
+def spill_path(spill_dir: str, key: bytes) -> str:
+    """Where a record with SHA-256 `key` waits for its shard: named by its hash."""
+    return posixpath.join(spill_dir, key.hex() + SPILL_SUFFIX)
+
+
+def spill_record(spill_dir: str, key: bytes, record: bytes) -> str:
+    """Write one record (zlib level 1) to its spill file, atomically; the file's path."""
+    path = spill_path(spill_dir, key)
+    with (
+        files.atomic_target(path) as target,
+        FileSystems.create(target, compression_type=CompressionTypes.UNCOMPRESSED) as f,
+    ):
+        f.write(zlib.compress(record, SPILL_ZLIB_LEVEL))
+    return path
+
+
+def read_spilled(path: str) -> bytes:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return zlib.decompress(f.read())
+
+
+def remove_spill_dir(spill_dir: str) -> None:
+    """Delete a spill folder and everything in it (an object store: every object under it)."""
+    if files.is_remote(spill_dir):
+        matched = FileSystems.match([posixpath.join(spill_dir, "*")])[0].metadata_list
+        if matched:
+            FileSystems.delete([m.path for m in matched])
+    elif os.path.isdir(spill_dir):
+        shutil.rmtree(spill_dir)
+
+
+class _SpillFn(beam.DoFn):
+    """(split, record, ...) -> (shard, (sha256, spill path)); the record goes to a file."""
+
+    def __init__(self, spill_dir: str, n: int):
+        self._spill_dir, self._n = spill_dir, n
+
+    def process(self, element) -> Iterator:
+        record = element[1]
+        key = _record_key(record)
+        path = spill_record(self._spill_dir, key, record)
+        yield int.from_bytes(key[:8], "big") % self._n, (key, path)
+
+
 class _WriteShardFn(beam.DoFn):
-    """(shard, records) -> the shard file, records in the order of their SHA-256."""
+    """(shard, [(sha256, spill path)]) -> the shard file, records in the order of their
+    SHA-256, read back one at a time."""
 
     def __init__(self, prefix: str, n: int):
         self._prefix, self._n = prefix, n
 
     def process(self, item) -> Iterator[int]:
-        shard, keyed = item  # (sha256, record) pairs
-        ordered = (rec for _, rec in sorted(keyed))
+        shard, keyed = item
+        ordered = (read_spilled(path) for _, path in sorted(keyed))
         write_shard(shard_path(self._prefix, shard, self._n), ordered)
         yield shard
 
@@ -825,8 +878,13 @@ class WriteExamples(beam.PTransform):
     Deterministic: an example's shard and its place in the shard follow from the SHA-256 of
     its bytes, so the same examples give byte-identical shards whatever the runner, worker
     count or bundle order (Beam's own sinks write in arrival order). The training input
-    pipeline reads shards in name order, so a rebuild trains to the same parameters. Each
-    shard is one group: SHARD_BYTES bounds its memory on a worker.
+    pipeline reads shards in name order, so a rebuild trains to the same parameters.
+
+    Memory: records do not travel through the shuffle. Where each is built it is written
+    (zlib level 1) to `{prefix}.spill/{sha256}.z`; the shuffle carries (shard, (sha256,
+    path)), and the shard writer reads its records back one at a time, so no worker (nor
+    the local runner's driver, which buffers the shuffle) holds a shard's records at once.
+    The spill folder is deleted once every shard is written.
     """
 
     def __init__(self, prefix: str, num_shards: int):
@@ -838,10 +896,10 @@ class WriteExamples(beam.PTransform):
 
     def expand(self, pcoll):
         n = self._n
+        spill_dir = self._prefix + SPILL_DIR_SUFFIX
         written = (
             pcoll
-            | "Hash" >> beam.Map(lambda e: (_record_key(e[1]), e[1]))
-            | "KeyByShard" >> beam.Map(lambda kr: (int.from_bytes(kr[0][:8], "big") % n, kr))
+            | "Spill" >> beam.ParDo(_SpillFn(spill_dir, n))
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShards" >> beam.ParDo(_WriteShardFn(self._prefix, n))
         )
@@ -850,6 +908,12 @@ class WriteExamples(beam.PTransform):
             | "Once" >> beam.Create([None])
             | "WriteEmptyShards"
             >> beam.ParDo(_WriteEmptyShardsFn(self._prefix, n), beam.pvalue.AsList(written))
+        )
+        _ = (
+            pcoll.pipeline
+            | "AfterShards" >> beam.Create([None])
+            | "RemoveSpill"
+            >> beam.Map(lambda _, done: remove_spill_dir(spill_dir), beam.pvalue.AsList(written))
         )
         return written, empty
 

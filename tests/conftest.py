@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 HEAVY_FIRST = (
     "tests/e2e/test_chain.py",  # 261 s, building tiny_td (77 s, shared) included
     "tests/beam_jobs/test_build_training_data.py",  # 312 s
-    "tests/model/test_train.py",  # 485 s alone, tiny_td (shared) included; 4 step compiles
+    "tests/model/test_train.py",  # several step compiles (tiny_td shared)
     "tests/beam_jobs/test_embed_reliability.py",  # 72 s
     "tests/beam_jobs/test_embed.py",  # ~60 s, building the embed region (shared) included
     "tests/beam_jobs/io/test_stac_search.py",

@@ -351,6 +351,7 @@ class Bundle:
         stages (`encode_frames`, `encode_pixels`) see one strip, only the context paths
         (`encode_context`, at L/2 and coarser) the whole chip. The strips start at multiples
         of `modules.CONTEXT_ROWS`, so every pool and upsampling sees what it sees whole.
+        A group of items with no observation at all is not run (its pixels are unobserved).
         """
         from model import modules
 
@@ -362,6 +363,11 @@ class Bundle:
         observed = np.empty((b, h, w), bool)
         for i in range(0, b, group):
             items = {k: v[i : i + group] for k, v in inputs.items()}
+            if not any(np.any(items[f"{s}/mask"]) for s in modules.SOURCES):
+                # nothing observed (a batch's padding, a chip of no data): no pixel is
+                # observed, so the model's vectors would all be dropped
+                mu[i : i + group], observed[i : i + group] = 0.0, False
+                continue
             fronts = [self._frames(self.params, _rows(items, r0, r1)) for r0, r1 in strips]
             context = self._context(self.params, [f[2] for f in fronts])
             for (r0, r1), (frames, mask, _) in zip(strips, fronts, strict=True):

@@ -297,8 +297,13 @@ def test_chunked_encoder_equals_the_whole_batch_in_one_call(bundle_dir, monkeypa
     items = [b.prepare(_obs(40, 40, seed=s), **period) for s in (1, 2)]
     batch = b.pad_batch(items, 3)
     whole = b.embed_batch(batch, chunked=False)
+    calls = []
+    frames = b._frames
+    b._frames = lambda *a: calls.append(1) or frames(*a)
     chunked = b.embed_batch(batch)
+    assert len(calls) == 2 * 3  # two chips of 3 strips; the padding item is not run
     assert chunked.shape == whole.shape == (3, 40, 40, 64)
+    assert np.isnan(chunked[2]).all()
     np.testing.assert_array_equal(np.isnan(chunked), np.isnan(whole))
     np.testing.assert_allclose(chunked, whole, atol=2e-6, equal_nan=True)
     # the strips' context is the whole chip's: the first 16 x 16 px embedded alone differ

@@ -241,15 +241,14 @@ class Bundle:
         """
         if drop := self.embed_without:
             obs = obs.without(drop)
-        feats = examples.point_set_features(
-            obs, t_start_ms=int(t_start_ms), t_end_ms=int(t_end_ms), max_frames=self.max_frames
-        )
-        item = {k: feats[k] for k in features.example_keys()}
         n = self.summary_max_frames
-        if n > self.max_frames:
-            big = examples.point_set_features(
-                obs, t_start_ms=int(t_start_ms), t_end_ms=int(t_end_ms), max_frames=n
-            )
+        sizes = (self.max_frames, n) if n > self.max_frames else (self.max_frames,)
+        sets = examples.point_set_feature_sets(
+            obs, t_start_ms=int(t_start_ms), t_end_ms=int(t_end_ms), max_frames=sizes
+        )
+        item = {k: sets[0][k] for k in features.example_keys()}
+        if len(sets) > 1:
+            big = sets.pop()
             item["pixel_summary"] = self._point_summaries(
                 {k: big[k] for k in features.example_keys()}, n
             )

@@ -427,26 +427,37 @@ def _chosen_ranks(n_cand: int, max_frames: int, rng_key: list[int]) -> np.ndarra
     return out
 
 
+def _point_source_inputs(frames: SourceFrames | None, *, source: str, n: int) -> tuple | None:
+    """What `_point_source_arrays` reads of a point set's frames of one source, before any
+    frame is chosen (in time order): (frames in registry bands, order, values (T, N, C),
+    band present (T, N, C), usable (T, N)); None without frames."""
+    if frames is None or frames.num_frames == 0:
+        return None
+    if frames.spatial_shape != (n, 1):
+        raise ValueError(f"{source}: frames are {frames.spatial_shape} px, not {n} points")
+    frames = frames.with_registry_bands()
+    order = np.argsort(frames.times_ms, kind="stable")
+    v = sensors.model_transform(source, frames.values[order][:, :, 0])  # (T, N, C)
+    finite = np.isfinite(v)
+    has_band = frames.valid[order][:, :, 0, None] & finite  # (T, N, C): 1 px per point
+    ok = np.all(finite | ~has_band, axis=-1) & has_band.any(-1)  # (T, N)
+    return frames, order, v, has_band, ok
+
+
 def _point_source_arrays(
-    frames: SourceFrames | None, *, source: str, n: int, max_frames: int, rng_key: list[int]
+    prepared: tuple | None, *, source: str, n: int, max_frames: int, rng_key: list[int]
 ) -> dict[str, np.ndarray]:
-    """`_source_arrays` of every point of a point set at once: each point's arrays (leading
-    dimension N) equal those of `_source_arrays` on that point alone, with the same rng."""
+    """`_source_arrays` of every point of a point set at once, from `_point_source_inputs`:
+    each point's arrays (leading dimension N) equal those of `_source_arrays` on that point
+    alone, with the same rng."""
     sensor = sensors.get_sensor(source)
     t_max = num_frames(source, max_frames)
     out = _padding_arrays(source, (n,), t_max, (1, 1))
     values, valid = out[f"{source}/values"], out[f"{source}/valid"]
     times, frame_valid = out[f"{source}/times_ms"], out[f"{source}/frame_valid"]
     band_valid, geometry = out[f"{source}/band_valid"], out.get(f"{source}/geometry")
-    if frames is not None and frames.num_frames > 0:
-        if frames.spatial_shape != (n, 1):
-            raise ValueError(f"{source}: frames are {frames.spatial_shape} px, not {n} points")
-        frames = frames.with_registry_bands()
-        order = np.argsort(frames.times_ms, kind="stable")
-        v = sensors.model_transform(source, frames.values[order][:, :, 0])  # (T, N, C)
-        finite = np.isfinite(v)
-        has_band = frames.valid[order][:, :, 0, None] & finite  # (T, N, C): 1 px per point
-        ok = np.all(finite | ~has_band, axis=-1) & has_band.any(-1)  # (T, N)
+    if prepared is not None:
+        frames, order, v, has_band, ok = prepared
         rank = np.cumsum(ok, axis=0) - 1  # a candidate's place among its point's candidates
         n_cand = ok.sum(axis=0)
         chosen = ok.copy()
@@ -470,11 +481,17 @@ def _point_source_arrays(
     return out
 
 
-def point_set_features(
-    obs: Observations, *, t_start_ms: int, t_end_ms: int, max_frames: int, seed: int = 0
-) -> dict[str, np.ndarray]:
+def point_set_feature_sets(
+    obs: Observations,
+    *,
+    t_start_ms: int,
+    t_end_ms: int,
+    max_frames: Sequence[int],
+    seed: int = 0,
+) -> list[dict[str, np.ndarray]]:
     """A point set (H = N, W = 1) -> the source arrays and `valid_period` of N P = 1 examples,
-    stacked (leading dimension N), all at once.
+    stacked (leading dimension N), all at once, at each T_max of `max_frames` (the sources
+    transformed and masked once).
 
     Point i's arrays equal `example_features` of point i alone with the same period, T_max
     and seed (tests/schemas/test_examples_points.py), so a point's inputs never depend on
@@ -485,23 +502,33 @@ def point_set_features(
     n, w = obs.spatial_shape
     if w != 1:
         raise ValueError(f"a point set has W = 1; got {n} x {w} px")
-    feats: dict[str, np.ndarray] = {
-        "valid_period": np.tile(np.array([t_start_ms, t_end_ms], np.int64), (n, 1))
-    }
+    period = np.tile(np.array([t_start_ms, t_end_ms], np.int64), (n, 1))
+    out: list[dict[str, np.ndarray]] = [{"valid_period": period} for _ in max_frames]
     for k, source in enumerate(sensors.SOURCE_IDS):
         frames = obs.sources.get(source)
         if frames is not None:
             frames = frames.select_time(int(t_start_ms), int(t_end_ms))
-        feats.update(
-            _point_source_arrays(
-                frames,
-                source=source,
-                n=n,
-                max_frames=max_frames,
-                rng_key=[int(seed) & 0xFFFFFFFF, k],
+        prepared = _point_source_inputs(frames, source=source, n=n)
+        for feats, m in zip(out, max_frames, strict=True):
+            feats.update(
+                _point_source_arrays(
+                    prepared,
+                    source=source,
+                    n=n,
+                    max_frames=int(m),
+                    rng_key=[int(seed) & 0xFFFFFFFF, k],
+                )
             )
-        )
-    return feats
+    return out
+
+
+def point_set_features(
+    obs: Observations, *, t_start_ms: int, t_end_ms: int, max_frames: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """`point_set_feature_sets` at one T_max."""
+    return point_set_feature_sets(
+        obs, t_start_ms=t_start_ms, t_end_ms=t_end_ms, max_frames=(max_frames,), seed=seed
+    )[0]
 
 
 def example_from_observations(

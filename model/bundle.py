@@ -117,7 +117,8 @@ class Bundle:
         self._frames = jax.jit(frames)
         self._context = jax.jit(context)
         self._pixels = jax.jit(pixels)
-        self._summary = jax.jit(lambda inputs: modules.pixel_summary(inputs, cfg.model))
+        harmonics = int(cfg.model.get("harmonics", 0))
+        self._harmonics = jax.jit(lambda inputs: modules.harmonic_summary(inputs, harmonics))
         _ = self.embed_without  # a bad model.embed_without fails at load, not at the first chip
 
     @property
@@ -180,47 +181,54 @@ class Bundle:
             raise ValueError(f"prepare needs a square window; got {h} x {w} px (use embed)")
         if drop := self.embed_without:
             obs = obs.without(drop)
-        feats = examples.example_features(
+        n = self.summary_max_frames
+        sizes = (self.max_frames, n) if n > self.max_frames else (self.max_frames,)
+        sets = examples.example_feature_sets(
             obs,
             t_start_ms=int(t_start_ms),
             t_end_ms=int(t_end_ms),
-            max_frames=self.max_frames,
+            max_frames=sizes,
             location=_NO_LOCATION,
             seed=seed,
         )
-        item = {k: feats[k] for k in features.example_keys()}
-        if self.summary_max_frames > self.max_frames:
-            item["pixel_summary"] = self._pixel_summary(obs, t_start_ms, t_end_ms, seed)
+        item = {k: sets[0][k] for k in features.example_keys()}
+        if len(sets) > 1:
+            item["pixel_summary"] = self._pixel_summary(sets.pop(), n)
         return item
 
-    def _pixel_summary(self, obs: Observations, t_start_ms: int, t_end_ms: int, seed: int):
-        """The (P, P, F) per-pixel summary over `summary_max_frames` frames per source."""
-        n = self.summary_max_frames
-        feats = examples.example_features(
-            obs,
-            t_start_ms=int(t_start_ms),
-            t_end_ms=int(t_end_ms),
-            max_frames=n,
-            location=_NO_LOCATION,
-            seed=seed,
-        )
+    def _pixel_summary(self, feats: dict[str, np.ndarray], n: int) -> np.ndarray:
+        """The (P, P, F) per-pixel summary of one window's example arrays of `n` =
+        `summary_max_frames` frames per source."""
         batch = {k: feats[k][None] for k in features.example_keys()}
         del feats
         # per strip of rows (the summary is per pixel): the normalized 96-frame inputs and
         # the summary's sort exist for STRIP_ROWS rows at a time, not for the whole chip
-        p = obs.spatial_shape[0]
+        p = batch[f"{sensors.SOURCE_IDS[0]}/valid"].shape[2]
         out = np.empty((p, p, 0), np.float32)
         for r0 in range(0, p, STRIP_ROWS):
             part = {
                 k: v[:, :, r0 : r0 + STRIP_ROWS] if _spatial(k) else v for k, v in batch.items()
             }
             inputs = features.to_model_inputs(part, self._norm, max_frames=n)
-            rows = np.asarray(self._summary(inputs), np.float32)[0]
+            rows = self._summary(inputs)[0]
             if r0 == 0:
                 out = np.empty((p, p, rows.shape[-1]), np.float32)
             out[r0 : r0 + len(rows)] = rows
             del inputs
         return out
+
+    def _summary(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """`modules.pixel_summary` of model inputs (B, ...) -> (B, H, W, F) float32: the
+        harmonics jitted, the quantiles on the host (`features.quantile_summary`: numpy's sort
+        along a contiguous axis is ~15x faster than XLA's on CPU; the same numbers)."""
+        m = self.config["model"]
+        harmonics, quantiles = int(m.get("harmonics", 0)), tuple(m.get("quantiles", ()))
+        parts = [np.asarray(self._harmonics(inputs), np.float32)] if harmonics > 0 else []
+        if quantiles:
+            parts.append(features.quantile_summary(inputs, quantiles))
+        if not parts:
+            raise ValueError("bundle config: summary_max_frames set without a summary")
+        return np.concatenate(parts, -1)
 
     def prepare_points(
         self, obs: Observations, *, t_start_ms: int, t_end_ms: int
@@ -233,15 +241,14 @@ class Bundle:
         """
         if drop := self.embed_without:
             obs = obs.without(drop)
-        feats = examples.point_set_features(
-            obs, t_start_ms=int(t_start_ms), t_end_ms=int(t_end_ms), max_frames=self.max_frames
-        )
-        item = {k: feats[k] for k in features.example_keys()}
         n = self.summary_max_frames
-        if n > self.max_frames:
-            big = examples.point_set_features(
-                obs, t_start_ms=int(t_start_ms), t_end_ms=int(t_end_ms), max_frames=n
-            )
+        sizes = (self.max_frames, n) if n > self.max_frames else (self.max_frames,)
+        sets = examples.point_set_feature_sets(
+            obs, t_start_ms=int(t_start_ms), t_end_ms=int(t_end_ms), max_frames=sizes
+        )
+        item = {k: sets[0][k] for k in features.example_keys()}
+        if len(sets) > 1:
+            big = sets.pop()
             item["pixel_summary"] = self._point_summaries(
                 {k: big[k] for k in features.example_keys()}, n
             )
@@ -265,7 +272,7 @@ class Bundle:
             # `summary_max_frames` of a source; ERA5 has 12): the quantiles sort the rest,
             # the harmonics sum over it (a few shapes: multiples of SUMMARY_FRAME_STEP).
             inputs = features.drop_padding_frames(inputs, multiple=SUMMARY_FRAME_STEP)
-            out.append(np.asarray(self._summary(inputs), np.float32)[:m])
+            out.append(self._summary(inputs)[:m])
         return np.concatenate(out)
 
     @staticmethod
@@ -343,6 +350,7 @@ class Bundle:
         stages (`encode_frames`, `encode_pixels`) see one strip, only the context paths
         (`encode_context`, at L/2 and coarser) the whole chip. The strips start at multiples
         of `modules.CONTEXT_ROWS`, so every pool and upsampling sees what it sees whole.
+        A group of items with no observation at all is not run (its pixels are unobserved).
         """
         from model import modules
 
@@ -354,6 +362,11 @@ class Bundle:
         observed = np.empty((b, h, w), bool)
         for i in range(0, b, group):
             items = {k: v[i : i + group] for k, v in inputs.items()}
+            if not any(np.any(items[f"{s}/mask"]) for s in modules.SOURCES):
+                # nothing observed (a batch's padding, a chip of no data): no pixel is
+                # observed, so the model's vectors would all be dropped
+                mu[i : i + group], observed[i : i + group] = 0.0, False
+                continue
             fronts = [self._frames(self.params, _rows(items, r0, r1)) for r0, r1 in strips]
             context = self._context(self.params, [f[2] for f in fronts])
             for (r0, r1), (frames, mask, _) in zip(strips, fronts, strict=True):

@@ -19,7 +19,7 @@ more frames keep an evenly spread subset, fewer are padded. Values come in the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -160,6 +160,57 @@ def to_model_inputs(
         if sensor.geometry:
             out[f"{s}/geometry"] = np.nan_to_num(np.asarray(geometry, np.float32))
     return out
+
+
+def quantile_summary(inputs: Mapping[str, np.ndarray], quantiles: Sequence[float]) -> np.ndarray:
+    """`modules.quantile_summary` on the host: (B, H, W, F) float32, the same numbers.
+
+    Inference computes the per-pixel summary over up to `summary_max_frames` (96) frames per
+    source; XLA's CPU sort along the frame axis took ~0.75 s per 32 x 128 px strip, numpy's
+    (vectorized, along a contiguous last axis) ~0.05 s. The arithmetic follows the JAX
+    function step by step in float32; its interpolation a + frac * (b - a) is evaluated as
+    one fused multiply-add, as XLA's CPU backend compiles it (the product is exact in
+    float64), so on the machines measured the two agree bit for bit (tests/model).
+    """
+    qs = np.asarray(quantiles, np.float32)
+    cols = []
+    for s in sensors.SOURCE_IDS:
+        x = np.asarray(inputs[f"{s}/x"], np.float32)  # (B, T, H, W, C)
+        if x.shape[1] == 1:
+            continue
+        valid = np.asarray(inputs[f"{s}/mask"]) > 0  # (B, T, H, W)
+        band_mask = np.asarray(inputs[f"{s}/band_mask"], np.float32)  # (B, T, C)
+        n = valid.sum(axis=1)  # (B, H, W)
+        # frames no pixel has (padding) would sort last as inf: left out
+        used = np.flatnonzero(valid.reshape(*valid.shape[:2], -1).any(axis=(0, 2)))
+        if not len(used):  # no valid frame anywhere: 0, as for each pixel without one
+            b, _, h, w, c = x.shape
+            cols.append(np.zeros((b, h, w, c * len(qs)), np.float32))
+            continue
+        x, valid, band_mask = x[:, used], valid[:, used], band_mask[:, used]
+        # frames last and contiguous (B, H, W, C, T): numpy sorts along that axis fastest
+        srt = np.empty((*x.shape[:1], *x.shape[2:], len(used)), np.float32)
+        np.multiply(np.moveaxis(x, 1, -1), np.moveaxis(band_mask, 1, -1)[:, None, None], out=srt)
+        invalid = np.moveaxis(~valid, 1, -1)[..., None, :]  # (B, H, W, 1, T)
+        np.copyto(srt, np.float32(np.inf), where=invalid)  # valid values first, ascending
+        srt.sort(axis=-1)
+        last = np.maximum(n - 1, 0)
+        pos = qs * last[..., None].astype(np.float32)  # (B, H, W, Q)
+        lo = np.floor(pos)
+        frac = (pos - lo)[..., None, :]  # (B, H, W, 1, Q)
+        lo_i = lo.astype(np.int64)
+        hi_i = np.minimum(lo_i + 1, last[..., None])
+        a = np.take_along_axis(srt, lo_i[..., None, :], axis=-1)  # (B, H, W, C, Q)
+        b = np.take_along_axis(srt, hi_i[..., None, :], axis=-1)
+        with np.errstate(invalid="ignore"):  # no valid frame: inf - inf, replaced by 0
+            d = (b - a).astype(np.float64)
+            q = (a.astype(np.float64) + frac.astype(np.float64) * d).astype(np.float32)
+        q = np.where((n > 0)[..., None, None], q, np.float32(0.0))
+        cols.append(q.reshape(*q.shape[:3], -1))  # band-major, as the JAX function
+    if not cols:
+        b, _, h, w = np.shape(inputs[f"{sensors.SOURCE_IDS[0]}/mask"])
+        return np.zeros((b, h, w, 0), np.float32)
+    return np.concatenate(cols, -1)
 
 
 def drop_padding_frames(inputs: Mapping[str, np.ndarray], multiple: int = 4) -> dict:

@@ -272,32 +272,44 @@ def _padding_arrays(
     return out
 
 
+def _source_inputs(
+    frames: SourceFrames | None, *, source: str, patch_size: int
+) -> tuple[SourceFrames, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """What `_source_arrays` reads of one source's frames, before any frame is chosen:
+    (frames in registry bands, model-transformed values, valid (T, H, W), band_valid (T, C),
+    time order, clear fraction in time order); None without frames."""
+    if frames is None or frames.num_frames == 0:
+        return None
+    if frames.spatial_shape != (patch_size, patch_size):
+        raise ValueError(
+            f"{source}: frames are {frames.spatial_shape} px, the patch is "
+            f"{patch_size} x {patch_size}"
+        )
+    frames = frames.with_registry_bands()
+    v = sensors.model_transform(source, frames.values)
+    ok, has_band = valid_masks(frames.valid, v)
+    order = np.argsort(frames.times_ms, kind="stable")
+    clear = ok.reshape(ok.shape[0], -1).mean(axis=1)[order]
+    return frames, v, ok, has_band, order, clear
+
+
 def _source_arrays(
-    frames: SourceFrames | None,
+    prepared: tuple | None,
     *,
     source: str,
     patch_size: int,
     max_frames: int,
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
-    """One source's padded feature arrays (see the module table)."""
+    """One source's padded feature arrays (see the module table), from `_source_inputs`."""
     sensor = sensors.get_sensor(source)
     out = _padding_arrays(source, (), num_frames(source, max_frames), (patch_size, patch_size))
     values, valid = out[f"{source}/values"], out[f"{source}/valid"]
     times, frame_valid = out[f"{source}/times_ms"], out[f"{source}/frame_valid"]
     band_valid, geometry = out[f"{source}/band_valid"], out.get(f"{source}/geometry")
     t_max = len(times)
-    if frames is not None and frames.num_frames > 0:
-        if frames.spatial_shape != (patch_size, patch_size):
-            raise ValueError(
-                f"{source}: frames are {frames.spatial_shape} px, the patch is "
-                f"{patch_size} x {patch_size}"
-            )
-        frames = frames.with_registry_bands()
-        v = sensors.model_transform(source, frames.values)
-        ok, has_band = valid_masks(frames.valid, v)
-        order = np.argsort(frames.times_ms, kind="stable")
-        clear = ok.reshape(ok.shape[0], -1).mean(axis=1)[order]
+    if prepared is not None:
+        frames, v, ok, has_band, order, clear = prepared
         idx = order[select_frames(clear, t_max, rng)]
         n = len(idx)
         keep = ok[idx][..., None] & has_band[idx][:, None, None, :]
@@ -311,12 +323,12 @@ def _source_arrays(
     return out
 
 
-def example_features(
+def example_feature_sets(
     obs: Observations,
     *,
     t_start_ms: int,
     t_end_ms: int,
-    max_frames: int,
+    max_frames: Sequence[int],
     location: Location,
     support_ms: tuple[int, int] | None = None,
     landcover: np.ndarray | None = None,
@@ -324,13 +336,17 @@ def example_features(
     class_names: Mapping[int, str] | None = None,
     sample_id: str = "",
     seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """Observations of one patch (or one point) -> the example's feature arrays.
+) -> list[dict[str, np.ndarray]]:
+    """Observations of one patch (or one point) -> its feature arrays at each of several
+    `max_frames`: element i equals `example_features(..., max_frames=max_frames[i])`, while
+    the sources are transformed and masked once (inference builds 24- and 96-frame arrays
+    of every chip).
 
     Args:
       obs: every source over a P x P window, or over one point (H = W = 1), in registry units.
       t_start_ms, t_end_ms: the valid period [t_s, t_e) the embedding summarizes.
-      max_frames: T_max; at most this many frames per source are kept (clear ones preferred).
+      max_frames: the T_max of each result; at most this many frames per source are kept
+        (clear ones preferred).
       location: where the patch lies (`location_for_window` / `location_for_point`).
       support_ms: [start, end) of the input frames; frames outside are dropped. Defaults to
         the valid period.
@@ -341,7 +357,8 @@ def example_features(
       seed: makes the frame selection reproducible.
 
     Returns:
-      name -> numpy array with the layout of `feature_layout(patch_size=P, max_frames=...)`.
+      per T_max, name -> numpy array with the layout of `feature_layout(patch_size=P,
+      max_frames=T_max)`.
     """
     if t_end_ms <= t_start_ms:
         raise ValueError(f"valid period end {t_end_ms} is not after start {t_start_ms}")
@@ -350,11 +367,11 @@ def example_features(
         raise ValueError(f"examples are square; observations are {h} x {w} px")
     p = h
     support = (int(t_start_ms), int(t_end_ms)) if support_ms is None else tuple(support_ms)
-    feats: dict[str, np.ndarray] = {
+    sizes = [int(m) for m in max_frames]
+    common: dict[str, np.ndarray] = {
         "schema_version": np.array(SCHEMA_VERSION, np.int64),
         "sample_id": np.array(sample_id.encode(), dtype=object),
         "patch_size": np.array(p, np.int64),
-        "max_frames": np.array(max_frames, np.int64),
         "support_period": np.array(support, np.int64),
         "valid_period": np.array([t_start_ms, t_end_ms], np.int64),
         "location/epsg": np.array(location.epsg, np.int64),
@@ -364,14 +381,17 @@ def example_features(
         "location/lat": np.array(location.lat, np.float32),
         "location/point_id": np.array(location.point_id.encode(), dtype=object),
     }
+    out = [{**common, "max_frames": np.array(m, np.int64)} for m in sizes]
     for k, source in enumerate(sensors.SOURCE_IDS):
         frames = obs.sources.get(source)
         if frames is not None:
             frames = frames.select_time(*support)
-        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, k])
-        feats.update(
-            _source_arrays(frames, source=source, patch_size=p, max_frames=max_frames, rng=rng)
-        )
+        prepared = _source_inputs(frames, source=source, patch_size=p)
+        for feats, m in zip(out, sizes, strict=True):
+            rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, k])
+            feats.update(
+                _source_arrays(prepared, source=source, patch_size=p, max_frames=m, rng=rng)
+            )
     if landcover is None:
         lc = np.full((p, p), UNKNOWN_CLASS, np.int64)
     else:
@@ -380,10 +400,17 @@ def example_features(
     if class_id is None:
         class_id = int(lc[p // 2, p // 2])
     text = (class_names or {}).get(int(class_id), "") if class_id >= 0 else ""
-    feats["target/landcover"] = lc
-    feats["target/class_id"] = np.array(class_id, np.int64)
-    feats["target/text"] = np.array(text.encode(), dtype=object)
-    return feats
+    for feats in out:
+        feats["target/landcover"] = lc
+        feats["target/class_id"] = np.array(class_id, np.int64)
+        feats["target/text"] = np.array(text.encode(), dtype=object)
+    return out
+
+
+def example_features(obs: Observations, *, max_frames: int, **kwargs) -> dict[str, np.ndarray]:
+    """Observations of one patch (or one point) -> the example's feature arrays with at most
+    `max_frames` frames per source: `example_feature_sets` (its arguments) at one T_max."""
+    return example_feature_sets(obs, max_frames=(max_frames,), **kwargs)[0]
 
 
 def _chosen_ranks(n_cand: int, max_frames: int, rng_key: list[int]) -> np.ndarray:
@@ -400,26 +427,37 @@ def _chosen_ranks(n_cand: int, max_frames: int, rng_key: list[int]) -> np.ndarra
     return out
 
 
+def _point_source_inputs(frames: SourceFrames | None, *, source: str, n: int) -> tuple | None:
+    """What `_point_source_arrays` reads of a point set's frames of one source, before any
+    frame is chosen (in time order): (frames in registry bands, order, values (T, N, C),
+    band present (T, N, C), usable (T, N)); None without frames."""
+    if frames is None or frames.num_frames == 0:
+        return None
+    if frames.spatial_shape != (n, 1):
+        raise ValueError(f"{source}: frames are {frames.spatial_shape} px, not {n} points")
+    frames = frames.with_registry_bands()
+    order = np.argsort(frames.times_ms, kind="stable")
+    v = sensors.model_transform(source, frames.values[order][:, :, 0])  # (T, N, C)
+    finite = np.isfinite(v)
+    has_band = frames.valid[order][:, :, 0, None] & finite  # (T, N, C): 1 px per point
+    ok = np.all(finite | ~has_band, axis=-1) & has_band.any(-1)  # (T, N)
+    return frames, order, v, has_band, ok
+
+
 def _point_source_arrays(
-    frames: SourceFrames | None, *, source: str, n: int, max_frames: int, rng_key: list[int]
+    prepared: tuple | None, *, source: str, n: int, max_frames: int, rng_key: list[int]
 ) -> dict[str, np.ndarray]:
-    """`_source_arrays` of every point of a point set at once: each point's arrays (leading
-    dimension N) equal those of `_source_arrays` on that point alone, with the same rng."""
+    """`_source_arrays` of every point of a point set at once, from `_point_source_inputs`:
+    each point's arrays (leading dimension N) equal those of `_source_arrays` on that point
+    alone, with the same rng."""
     sensor = sensors.get_sensor(source)
     t_max = num_frames(source, max_frames)
     out = _padding_arrays(source, (n,), t_max, (1, 1))
     values, valid = out[f"{source}/values"], out[f"{source}/valid"]
     times, frame_valid = out[f"{source}/times_ms"], out[f"{source}/frame_valid"]
     band_valid, geometry = out[f"{source}/band_valid"], out.get(f"{source}/geometry")
-    if frames is not None and frames.num_frames > 0:
-        if frames.spatial_shape != (n, 1):
-            raise ValueError(f"{source}: frames are {frames.spatial_shape} px, not {n} points")
-        frames = frames.with_registry_bands()
-        order = np.argsort(frames.times_ms, kind="stable")
-        v = sensors.model_transform(source, frames.values[order][:, :, 0])  # (T, N, C)
-        finite = np.isfinite(v)
-        has_band = frames.valid[order][:, :, 0, None] & finite  # (T, N, C): 1 px per point
-        ok = np.all(finite | ~has_band, axis=-1) & has_band.any(-1)  # (T, N)
+    if prepared is not None:
+        frames, order, v, has_band, ok = prepared
         rank = np.cumsum(ok, axis=0) - 1  # a candidate's place among its point's candidates
         n_cand = ok.sum(axis=0)
         chosen = ok.copy()
@@ -443,11 +481,17 @@ def _point_source_arrays(
     return out
 
 
-def point_set_features(
-    obs: Observations, *, t_start_ms: int, t_end_ms: int, max_frames: int, seed: int = 0
-) -> dict[str, np.ndarray]:
+def point_set_feature_sets(
+    obs: Observations,
+    *,
+    t_start_ms: int,
+    t_end_ms: int,
+    max_frames: Sequence[int],
+    seed: int = 0,
+) -> list[dict[str, np.ndarray]]:
     """A point set (H = N, W = 1) -> the source arrays and `valid_period` of N P = 1 examples,
-    stacked (leading dimension N), all at once.
+    stacked (leading dimension N), all at once, at each T_max of `max_frames` (the sources
+    transformed and masked once).
 
     Point i's arrays equal `example_features` of point i alone with the same period, T_max
     and seed (tests/schemas/test_examples_points.py), so a point's inputs never depend on
@@ -458,23 +502,33 @@ def point_set_features(
     n, w = obs.spatial_shape
     if w != 1:
         raise ValueError(f"a point set has W = 1; got {n} x {w} px")
-    feats: dict[str, np.ndarray] = {
-        "valid_period": np.tile(np.array([t_start_ms, t_end_ms], np.int64), (n, 1))
-    }
+    period = np.tile(np.array([t_start_ms, t_end_ms], np.int64), (n, 1))
+    out: list[dict[str, np.ndarray]] = [{"valid_period": period} for _ in max_frames]
     for k, source in enumerate(sensors.SOURCE_IDS):
         frames = obs.sources.get(source)
         if frames is not None:
             frames = frames.select_time(int(t_start_ms), int(t_end_ms))
-        feats.update(
-            _point_source_arrays(
-                frames,
-                source=source,
-                n=n,
-                max_frames=max_frames,
-                rng_key=[int(seed) & 0xFFFFFFFF, k],
+        prepared = _point_source_inputs(frames, source=source, n=n)
+        for feats, m in zip(out, max_frames, strict=True):
+            feats.update(
+                _point_source_arrays(
+                    prepared,
+                    source=source,
+                    n=n,
+                    max_frames=int(m),
+                    rng_key=[int(seed) & 0xFFFFFFFF, k],
+                )
             )
-        )
-    return feats
+    return out
+
+
+def point_set_features(
+    obs: Observations, *, t_start_ms: int, t_end_ms: int, max_frames: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """`point_set_feature_sets` at one T_max."""
+    return point_set_feature_sets(
+        obs, t_start_ms=t_start_ms, t_end_ms=t_end_ms, max_frames=(max_frames,), seed=seed
+    )[0]
 
 
 def example_from_observations(

@@ -297,8 +297,13 @@ def test_chunked_encoder_equals_the_whole_batch_in_one_call(bundle_dir, monkeypa
     items = [b.prepare(_obs(40, 40, seed=s), **period) for s in (1, 2)]
     batch = b.pad_batch(items, 3)
     whole = b.embed_batch(batch, chunked=False)
+    calls = []
+    frames = b._frames
+    b._frames = lambda *a: calls.append(1) or frames(*a)
     chunked = b.embed_batch(batch)
+    assert len(calls) == 2 * 3  # two chips of 3 strips; the padding item is not run
     assert chunked.shape == whole.shape == (3, 40, 40, 64)
+    assert np.isnan(chunked[2]).all()
     np.testing.assert_array_equal(np.isnan(chunked), np.isnan(whole))
     np.testing.assert_allclose(chunked, whole, atol=2e-6, equal_nan=True)
     # the strips' context is the whole chip's: the first 16 x 16 px embedded alone differ
@@ -313,7 +318,8 @@ def test_chunked_encoder_equals_the_whole_batch_in_one_call(bundle_dir, monkeypa
 
 def test_pixel_summary_in_row_strips_equals_the_whole_chip(bundle_dir, monkeypatch):
     """prepare computes the summary_max_frames summary a strip of STRIP_ROWS rows at a time
-    (bounded memory); it is per pixel, so it equals the summary of the whole chip at once."""
+    (bounded memory), its quantiles on the host; it is per pixel, so it equals the model's
+    own `modules.pixel_summary` of the whole chip at once."""
     b = load_bundle(str(bundle_dir))
     b.config["model"]["summary_max_frames"] = 8
     monkeypatch.setattr(bundle_mod, "STRIP_ROWS", 16)  # 40 rows: strips of 16, 16 and 8
@@ -326,7 +332,8 @@ def test_pixel_summary_in_row_strips_equals_the_whole_chip(bundle_dir, monkeypat
     inputs = features.to_model_inputs(
         {k: feats[k][None] for k in features.example_keys()}, b._norm, max_frames=8
     )
-    whole = np.asarray(b._summary(inputs))[0]
+    summary = jax.jit(lambda x: modules.pixel_summary(x, b.config["model"]))  # the model's
+    whole = np.asarray(summary(inputs))[0]
     assert got.shape == whole.shape == (40, 40, whole.shape[-1])
     assert np.abs(whole).max() > 0.1
     np.testing.assert_allclose(got, whole, rtol=0, atol=1e-6)

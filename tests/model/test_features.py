@@ -95,3 +95,38 @@ def test_drop_padding_frames_keeps_frames_in_use_rounded_up():
     # Nothing valid: `multiple` frames left, never one (one frame would read as static).
     assert out["sentinel1/mask"].shape == (3, 4, 1, 1)
     assert out["cop_dem/mask"].shape == (3, 1, 1, 1) and out["period_days"] is x["period_days"]
+
+
+def test_host_quantile_summary_equals_the_model_s():
+    """features.quantile_summary (numpy, inference) gives modules.quantile_summary's numbers:
+    frames invalid at some pixels, padding frames, a band missing in a frame, a pixel with no
+    valid frame, a source with none at all, ties and the DEM (static: no quantiles)."""
+    from model import modules
+
+    rng = np.random.default_rng(3)
+    x = features.empty_inputs(2, 5, 12)
+    for s in sensors.SOURCE_IDS:
+        xs = x[f"{s}/x"]
+        xs[:] = np.round(rng.normal(size=xs.shape), 1).astype(np.float32)  # ties
+        m = (rng.random(x[f"{s}/mask"].shape) > 0.4).astype(np.float32)
+        if m.shape[1] > 1:
+            m[:, -3:] = 0  # padding frames
+        x[f"{s}/mask"] = m
+        x[f"{s}/band_mask"][:] = 1.0
+    x["sentinel2_l2a/band_mask"][0, 2, 4] = 0.0  # a band missing in one frame
+    x["landsat_c2l2/mask"][1, :, 2, 3] = 0.0  # a pixel without a valid frame
+    x["sentinel1/mask"][0] = 0.0  # a source with no valid frame in one example
+    qs = (0.1, 0.5, 0.9)
+    want = np.asarray(modules.quantile_summary(x, qs))
+    got = features.quantile_summary(x, qs)
+    assert got.shape == want.shape == (2, 5, 5, 3 * (10 + 2 + 6 + 2))
+    assert got.dtype == np.float32
+    # the same float32 steps; the interpolation fused as XLA fuses it (bit-equal where
+    # measured; one rounding of slack for a CPU whose XLA does not fuse it)
+    np.testing.assert_allclose(got, want, rtol=2e-7, atol=1e-7)
+    o = 10 * 3 + 2 * 3  # landsat's block
+    assert not got[1, 2, 3, o : o + 18].any()
+    assert not got[0, ..., 10 * 3 : 10 * 3 + 6].any()  # sentinel1 of example 0
+    # hand check: one pixel's median of Sentinel-2's first band over its valid frames
+    valid = x["sentinel2_l2a/mask"][1, :, 0, 0] > 0
+    assert got[1, 0, 0, 1] == np.float32(np.median(x["sentinel2_l2a/x"][1, valid, 0, 0, 0]))

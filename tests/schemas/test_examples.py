@@ -102,6 +102,29 @@ def test_features_match_layout_and_padding():
     assert f["cop_dem/times_ms"].tolist() == [sensors.STATIC_TIME_MS]
 
 
+def test_feature_sets_equal_one_call_per_size():
+    """example_feature_sets transforms and masks each source once; each of its results is
+    example_features at that T_max, array for array (the frame draws included)."""
+    obs = _obs(p=5, seed=4)
+    args = dict(
+        t_start_ms=T0,
+        t_end_ms=T0 + 365 * DAY,
+        location=examples.location_for_window(obs.window),
+        sample_id="s1",
+        seed=7,
+    )
+    sets = examples.example_feature_sets(obs, max_frames=(4, 16, 8), **args)
+    assert [int(f["max_frames"]) for f in sets] == [4, 16, 8]
+    for m, got in zip((4, 16, 8), sets, strict=True):
+        want = examples.example_features(obs, max_frames=m, **args)
+        assert got.keys() == want.keys()
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    # 20 Sentinel-2 frames: T_max 4 and 8 draw subsets, 16 keeps 16 of the clear ones
+    assert sets[0]["sentinel2_l2a/frame_valid"].sum() == 4
+    assert sets[2]["sentinel2_l2a/frame_valid"].sum() == 8
+
+
 def test_precipitation_is_log1p_transformed():
     obs = _obs()
     f = _build(obs)

@@ -71,3 +71,19 @@ def test_point_set_needs_points():
     bad = Observations({k: f for k, f in obs.sources.items()}, point_ids=obs.point_ids)
     with pytest.raises(ValueError, match="not after"):
         examples.point_set_features(bad, t_start_ms=T0, t_end_ms=T0, max_frames=4)
+
+
+def test_point_feature_sets_equal_one_call_per_size():
+    """point_set_feature_sets transforms and masks once; each result is point_set_features
+    at that T_max, array for array (the frame draws included)."""
+    obs = _point_set(40, seed=5)
+    args = dict(t_start_ms=T0, t_end_ms=T0 + 365 * DAY, seed=2)
+    sets = examples.point_set_feature_sets(obs, max_frames=(8, 32), **args)
+    for m, got in zip((8, 32), sets, strict=True):
+        want = examples.point_set_features(obs, max_frames=m, **args)
+        assert got.keys() == want.keys()
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    # 30 Sentinel-2 dates: T_max 8 draws at most 8 per point, 32 keeps every usable one
+    assert sets[0]["sentinel2_l2a/frame_valid"].sum(axis=1).max() == 8
+    assert sets[1]["sentinel2_l2a/frame_valid"].sum(axis=1).max() > 8

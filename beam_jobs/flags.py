@@ -554,7 +554,12 @@ def classify_parser() -> argparse.ArgumentParser:
     _add_embeddings(p)
     _add_analysis_period(p)
     p.add_argument(
-        "--labels", required=True, help="labelled points: GeoParquet or Parquet/CSV with lon, lat"
+        "--label-points",
+        "--labels",
+        dest="labels",
+        required=True,
+        help="labelled points: GeoParquet or Parquet/CSV with lon, lat (--labels is the same "
+        "option; its template parameter is label_points: Beam's Dataflow options have --labels)",
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--label-column", help="class column (classification)")

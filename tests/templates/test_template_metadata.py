@@ -60,7 +60,7 @@ GOOD = {
     "id_column": ["point_id", "_id", "ID2"],
     "query": ["4.65,50.585", "-70,-10.5", "179.9,-89.99"],
     "query_file": ["gs://my-bucket/q.parquet", "gs://my-bucket/q.csv"],
-    "labels": ["gs://my-bucket/labels/points_2023.parquet", "gs://my-bucket/l.csv"],
+    "label_points": ["gs://my-bucket/labels/points_2023.parquet", "gs://my-bucket/l.csv"],
     "label_column": ["class_name", "landcover"],
     "target": ["lai", "agb_t_ha"],
     "k": ["1", "10", "100000"],
@@ -168,7 +168,7 @@ BAD = {
     "id_column": ["", "1st", "a b", "a;b", "a-b", "x" * 129, "$(id)"],
     "query": ["4.65", "4.65,50.585,1", "4.65;50.585", "a,b", "4.65,,50", "", "4.65 50.585"],
     "query_file": [*_GCS_BAD, "gs://my-bucket/q.json"],
-    "labels": [*_GCS_BAD, "gs://my-bucket/l.geojson"],
+    "label_points": [*_GCS_BAD, "gs://my-bucket/l.geojson"],
     "label_column": ["", "class name", "c;rm", "`id`"],
     "target": ["", "1x", "a|b"],
     "k": [*_INT_BAD, "0"],
@@ -247,6 +247,25 @@ def test_metadata_is_well_formed(job):
         assert pattern.startswith("^") and pattern.endswith("$"), spec["name"]
         assert not re.search(r"\(\?|\\[dswDSWbB]", pattern), spec["name"]
         re.compile(pattern)
+
+
+def test_no_parameter_is_a_beam_pipeline_option():
+    """The launcher passes every parameter as --name=value beside Beam's own options: a job
+    parameter named like one of them (classify's labelled points were `labels`, Dataflow's
+    job labels) would be read as both. The job keeps such a spelling as an alias only."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    beam = set(PipelineOptions([]).get_all_options())
+    assert {"labels", "region", "project", "temp_location"} <= beam
+    for job in cloud.JOBS:
+        names = {p["name"] for p in _metadata(job)["parameters"]}
+        assert not names & beam, f"{job}: {sorted(names & beam)} are Beam pipeline options"
+    # classify's --labels still reads the points on the command line
+    args, _ = _job_parser("classify").parse_known_args(
+        ["--embeddings", "e", "--period", "2023", "--labels", "p.parquet", "--target", "y"]
+        + ["--out", "o"]
+    )
+    assert args.labels == "p.parquet"
 
 
 @pytest.mark.parametrize("job", cloud.JOBS)

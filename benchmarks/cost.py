@@ -221,7 +221,10 @@ def from_embed_speed(doc: dict) -> tuple[float, int, str]:
         raise ValueError("embed_speed.json has no end_to_end.px_per_s") from None
     vcpus = int(doc.get("vcpus") or _vcpus_of(doc.get("machine", "")))
     what = f"{doc.get('model', '?')} ({doc.get('compute_dtype', '?')}), {doc.get('date', '?')}"
-    return rate, vcpus, what + memory_note(doc.get("max_rss_gb"))
+    # the embed job's own sampled peak; the benchmark process's ru_maxrss (`max_rss_gb`) also
+    # counts its bare-model phase, which holds every prepared chip at once
+    peak = doc["end_to_end"].get("peak_rss_gb") or doc.get("max_rss_gb")
+    return rate, vcpus, what + memory_note(peak)
 
 
 def _vcpus_of(machine: str) -> int:

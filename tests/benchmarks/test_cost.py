@@ -72,6 +72,9 @@ def test_embed_speed_json_is_read_and_run_all_renders_the_section(tmp_path):
     # 15 GB / 4 processes = 3.75 GB each: 12.4 GB does not fit.
     assert "12.4 GB per process does NOT fit the 3.75 GB" in what
     assert "fits the 3.75 GB" in cost.memory_note(2.5)
+    # the embed job's own sampled peak, when the JSON has it, not the benchmark process's
+    job = {**doc, "end_to_end": {"px_per_s": 945.0, "peak_rss_gb": 2.42}}
+    assert "2.4 GB per process fits the 3.75 GB" in cost.from_embed_speed(job)[2]
     work = tmp_path / "embed_speed"
     work.mkdir()
     (work / "embed_speed.json").write_text(json.dumps(doc))

@@ -26,7 +26,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -317,13 +317,16 @@ class Bundle:
             inputs["pixel_summary"] = np.asarray(batch["pixel_summary"], np.float32)
         return inputs
 
-    def embed_inputs(self, inputs: Mapping[str, np.ndarray], *, chunked: bool = True) -> np.ndarray:
-        """`batch_inputs` -> (B, P, P, D) float32, as `embed_batch`."""
+    def embed_inputs(
+        self, inputs: Mapping[str, np.ndarray], *, chunked: bool = True, hold_frames: bool = True
+    ) -> np.ndarray:
+        """`batch_inputs` -> (B, P, P, D) float32, as `embed_batch` (`hold_frames`: as
+        `encode_chunked`)."""
         points = inputs[f"{sensors.SOURCE_IDS[0]}/mask"].shape[2:] == (1, 1)
         if chunked and points:
             mu, observed = self._encode_points(inputs)
         elif chunked:
-            mu, observed = self.encode_chunked(inputs)
+            mu, observed = self.encode_chunked(inputs, hold_frames=hold_frames)
         else:
             mu, observed = self._encode(self.params, inputs)
         mu = np.asarray(mu, np.float32)
@@ -342,7 +345,9 @@ class Bundle:
         mu = np.concatenate([np.asarray(m, np.float32) for m, _ in parts])
         return mu, np.concatenate([np.asarray(o) for _, o in parts])
 
-    def encode_chunked(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def encode_chunked(
+        self, inputs: Mapping[str, np.ndarray], *, hold_frames: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The encoder on model inputs (B, ...) in bounded memory -> (mu, observed) as numpy.
 
         Items go through in groups of `STRIP_PIXELS // (rows x W)` (one chip of 128 px at a
@@ -351,6 +356,12 @@ class Bundle:
         (`encode_context`, at L/2 and coarser) the whole chip. The strips start at multiples
         of `modules.CONTEXT_ROWS`, so every pool and upsampling sees what it sees whole.
         A group of items with no observation at all is not run (its pixels are unobserved).
+
+        `hold_frames` False keeps only the strips' pools while the context paths run, and
+        computes each strip's frames again for its read-out: the same compiled call on the
+        same rows, so the same vectors, for less memory at the context stage's peak (a 160 px
+        chip's 5 strips of frames are ~0.3 GB) and one more `encode_frames` per strip (~0.6 s
+        each there on 2 cores).
         """
         from model import modules
 
@@ -367,14 +378,26 @@ class Bundle:
                 # observed, so the model's vectors would all be dropped
                 mu[i : i + group], observed[i : i + group] = 0.0, False
                 continue
-            fronts = [self._frames(self.params, _rows(items, r0, r1)) for r0, r1 in strips]
+            fronts = []
+            for r0, r1 in strips:
+                front = self._frames(self.params, _rows(items, r0, r1))
+                if not hold_frames:
+                    # the pools alone, copied out: kept as returned, they kept the memory of
+                    # the call's frames (and its temporaries) too
+                    front = (None, None, [tuple(map(np.array, pool)) for pool in front[2]])
+                fronts.append(front)
             context = self._context(self.params, [f[2] for f in fronts])
-            for (r0, r1), (frames, mask, _) in zip(strips, fronts, strict=True):
+            for n, (r0, r1) in enumerate(strips):
+                frames, mask, _ = fronts[n]
+                fronts[n] = None  # a strip's frames go once it is read out
+                if frames is None:
+                    frames, mask, _ = self._frames(self.params, _rows(items, r0, r1))
                 ctx = tuple(
                     c[:, :, r0 // f : -(-r1 // f)]
                     for c, f in zip(context, modules.CONTEXT_FACTORS, strict=True)
                 )
                 m, o = self._pixels(self.params, _rows(items, r0, r1), frames, mask, ctx)
+                del frames, mask
                 mu[i : i + group, r0:r1] = np.asarray(m, np.float32)
                 observed[i : i + group, r0:r1] = np.asarray(o)
         return mu, observed
@@ -388,14 +411,19 @@ class Bundle:
         chip_size: int = DEFAULT_CHIP,
         halo: int = DEFAULT_HALO,
         batch_size: int = 1,
+        release: Callable[[], object] | None = None,
     ) -> np.ndarray:
         """Observations over a window (or a point set) -> (H * W, D) in row-major order.
 
         A window is cut into chips of `chip_size` px with `halo` px of context on each side
         (the edges are padded with missing observations); the period defaults to the
         calendar year of the observations. `batch_size` chips are prepared and held at once;
-        the encoder runs one chip at a time whatever it is (`encode_chunked`), so 1 (the
-        default) gives the same vectors in the least memory.
+        the encoder runs one chip at a time whatever it is (`encode_chunked`, holding no
+        strip's frames through the context stage), so 1 (the default) gives the same vectors
+        in the least memory.
+        `release`, when given, runs after each batch is prepared, before the encoder (e.g.
+        beam_jobs.inference.trim_heap: the memory the preparation freed goes back to the
+        OS before the encoder's peak).
         """
         if t_start_ms is None or t_end_ms is None:
             t_start_ms, t_end_ms = _year_period(obs)
@@ -425,7 +453,9 @@ class Bundle:
             ]
             inputs = self.batch_inputs(self.pad_batch(items, min(batch_size, len(jobs))))
             del items  # the model inputs alone are held while the encoder runs
-            emb = self.embed_inputs(inputs)
+            if release is not None:
+                release()
+            emb = self.embed_inputs(inputs, hold_frames=False)
             del inputs
             for (i, j), e in zip(part, emb, strict=False):
                 hh, ww = min(chip, h - i), min(chip, w - j)

@@ -11,6 +11,7 @@ import pytest
 from toy_data import index_embedder, toy_dataset, toy_window_obs
 
 import evaluation
+from beam_jobs.io import stac
 from evaluation import evaluate, probes, report
 
 
@@ -269,6 +270,8 @@ def test_run_sim_end_to_end(tmp_path):
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["dataset"] == "sim:7:temperate" and len(res["classes"]) >= 2
     assert (tmp_path / "cache" / "sim_7_temperate_640m_2023" / "catalog.json").exists()
+    # the reader's datasets (and GDAL's blocks of them) were closed once the data set loaded
+    assert len(stac._DATASETS) == 0
     chance = 1 / len(res["classes"])
     assert res["best_baseline"]["max"]["balanced_accuracy"] > chance + 0.2
     # A rerun reuses the cached simulation (and gives the same numbers).

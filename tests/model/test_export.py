@@ -283,16 +283,23 @@ def test_tampered_bundle_is_refused(bundle_dir, tmp_path):
         load_bundle(str(bad))
 
 
-def test_chunked_encoder_equals_the_whole_batch_in_one_call(bundle_dir, monkeypatch):
-    """embed_batch runs the encoder on row strips of one chip at a time (memory bounded);
-    with the context paths switched on (gates != 0) it gives the one-call encoder's vectors,
-    although a strip alone would not (its pools and attention need the whole chip)."""
+def _bundle_with_context(bundle_dir, monkeypatch):
+    """The test bundle with its context paths switched on (gates != 0), encoding 40 px
+    chips one per call in strips of 16, 16 and 8 rows."""
     b = load_bundle(str(bundle_dir))
     b.params = jax.tree_util.tree_map(np.asarray, b.params)
     b.params["context_gates"] = np.array([0.8, -0.6, 0.9], np.float32)
     b.params["summarizer"]["deep_gate"] = np.array(1.0, np.float32)
-    monkeypatch.setattr(bundle_mod, "STRIP_ROWS", 16)  # 40 rows: strips of 16, 16 and 8
-    monkeypatch.setattr(bundle_mod, "STRIP_PIXELS", 16 * 40)  # one chip per call
+    monkeypatch.setattr(bundle_mod, "STRIP_ROWS", 16)
+    monkeypatch.setattr(bundle_mod, "STRIP_PIXELS", 16 * 40)
+    return b
+
+
+def test_chunked_encoder_equals_the_whole_batch_in_one_call(bundle_dir, monkeypatch):
+    """embed_batch runs the encoder on row strips of one chip at a time (memory bounded);
+    with the context paths switched on (gates != 0) it gives the one-call encoder's vectors,
+    although a strip alone would not (its pools and attention need the whole chip)."""
+    b = _bundle_with_context(bundle_dir, monkeypatch)
     period = {"t_start_ms": 1672531200000, "t_end_ms": 1704067200000}
     items = [b.prepare(_obs(40, 40, seed=s), **period) for s in (1, 2)]
     batch = b.pad_batch(items, 3)
@@ -314,6 +321,28 @@ def test_chunked_encoder_equals_the_whole_batch_in_one_call(bundle_dir, monkeypa
     )
     alone = b.embed_batch(b.pad_batch([b.prepare(sub, **period)], 1), chunked=False)[0]
     assert np.nanmax(np.abs(alone - whole[0, :16, :16])) > 1e-3
+
+
+def test_encoder_without_held_frames_gives_the_same_vectors(bundle_dir, monkeypatch):
+    """hold_frames=False (Bundle.embed's encoder: only the strips' pools live through the
+    context stage, each strip's frames computed again for its read-out) gives exactly the
+    vectors of the encoder holding every strip's frames; embed calls `release` once per
+    batch, after preparing it and before the encoder."""
+    b = _bundle_with_context(bundle_dir, monkeypatch)
+    period = {"t_start_ms": 1672531200000, "t_end_ms": 1704067200000}
+    obs = _obs(40, 40, seed=4)
+    inputs = b.batch_inputs(b.pad_batch([b.prepare(obs, **period)], 1))
+    held = b.embed_inputs(inputs)
+    lean = b.embed_inputs(inputs, hold_frames=False)
+    assert np.isfinite(held[0, 1:]).all() and np.isnan(held[0, 0, 0]).all()
+    np.testing.assert_array_equal(lean, held)
+    events = []
+    real_frames = b._frames
+    monkeypatch.setattr(b, "_frames", lambda *a: events.append("frames") or real_frames(*a))
+    emb = b.embed(obs, chip_size=40, halo=0, release=lambda: events.append("release"))
+    np.testing.assert_array_equal(emb, held[0].reshape(40 * 40, -1))
+    # prepared, released, then each strip's frames for the pools and again for the read-out
+    assert events == ["release"] + ["frames"] * 6
 
 
 def test_pixel_summary_in_row_strips_equals_the_whole_chip(bundle_dir, monkeypatch):

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import bisect
 import collections
-import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
@@ -81,9 +80,6 @@ GDAL_ENV: Mapping[str, Any] = {
 # Granules whose datetimes lie this close belong to one acquisition (adjacent S2 tiles or
 # Landsat/S1 scenes of one pass differ by seconds; revisits by days).
 SAME_ACQUISITION_MS = 60_000
-# Acquisitions of one source read at once by `read_source` (threads: GDAL's decoding and
-# warping release the GIL; remote reads wait on the network in parallel).
-READ_THREADS = 4
 
 # Destination pad (10 m pixels) around the window: slope needs one neighbour at the edges.
 _DST_PAD = 1
@@ -1283,13 +1279,12 @@ def read_source(
     # Bands the own-contract items of this read have: one that lacks them dropped a key.
     own = [r for r in refs if r.provider == providers.OWN]
     expected = tuple(b.name for b in sensor.stored_bands if any(b.name in r.assets for r in own))
-
-    def read_group(group: list[ItemRef]) -> tuple[Any, dict[str, int]]:
-        """One acquisition's items merged -> ((values, valid, observed) or the read error,
-        the masked counts of its reads)."""
-        counts: dict[str, int] = {}
-        values = valid = observed = None
-        with rasterio.Env(**GDAL_ENV):  # GDAL's options are per thread
+    counts: dict[str, int] = {}
+    frames_v, frames_m, times, geoms = [], [], [], []
+    with rasterio.Env(**GDAL_ENV):
+        for group in _group_acquisitions(refs, sensor.is_static):
+            values = valid = observed = None
+            failed = False
             for ref in sorted(group, key=lambda r: r.id):
                 try:
                     v, m, seen = _read_item(
@@ -1302,7 +1297,11 @@ def read_source(
                 except AssetReadError as e:
                     if on_error == "raise":
                         raise
-                    return e, counts
+                    log.warning("invalidating frame of %s: %s", source_id, e)
+                    if errors is not None:
+                        errors.append(e.short)
+                    failed = True
+                    break
                 v, m, seen = v[crop], m[crop], seen[crop]
                 # First clear pixel wins; where nothing is clear yet, keep any observed
                 # (e.g. cloudy) values so they stay visible to masked_values() users.
@@ -1316,24 +1315,7 @@ def read_source(
                 values[take] = v[take]
                 observed = np.where(take, seen, observed)
                 valid |= m
-        return (values, valid, observed), counts
-
-    groups = _group_acquisitions(refs, sensor.is_static)
-    counts: dict[str, int] = {}
-    frames_v, frames_m, times, geoms = [], [], [], []
-    # Acquisitions are read READ_THREADS at a time (decoding and warping release the GIL;
-    # each dataset is read under its own lock), merged in time order as one at a time would.
-    with concurrent.futures.ThreadPoolExecutor(min(READ_THREADS, max(1, len(groups)))) as pool:
-        for group, (got, group_counts) in zip(groups, pool.map(read_group, groups), strict=True):
-            for band, n in group_counts.items():
-                counts[band] = counts.get(band, 0) + n
-            if isinstance(got, AssetReadError):
-                log.warning("invalidating frame of %s: %s", source_id, got)
-                if errors is not None:
-                    errors.append(got.short)
-                got = None
-            values, valid, observed = got if got is not None else (None, None, None)
-            if values is None:
+            if failed or values is None:
                 values = np.full((*window.shape, len(sensor.bands)), np.nan, dtype=np.float32)
                 valid = np.zeros(window.shape, dtype=bool)
             elif not observed.any():

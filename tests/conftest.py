@@ -12,7 +12,7 @@
   instead of one running a long file alone at the end.
 - EARTHEMBED_TEST_RSS=FILE: each test's peak resident memory and CPU seconds (setup to
   teardown, in its worker's process; the largest child waited for so far, and the children's
-  CPU) appended to FILE, to find what drives a worker's memory and time (`sort -k2 -n FILE`).
+  CPU) appended to FILE, to find what drives a worker's memory and time (`sort -n FILE`).
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ def _status_kb(field: str) -> int:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    """With EARTHEMBED_TEST_RSS set, a row per test: node id, peak RSS (MB, from a high-water
-    mark reset before it: /proc/self/clear_refs), RSS after (MB), the largest child so far
-    (MB), CPU seconds of the process and of the children it waited for."""
+    """With EARTHEMBED_TEST_RSS set, a row per test: peak RSS (MB, from a high-water mark
+    reset before it: /proc/self/clear_refs), RSS after (MB), the largest child so far (MB),
+    CPU seconds of the process and of the children it waited for, node id."""
     path = os.environ.get("EARTHEMBED_TEST_RSS")
     if not path:
         yield
@@ -99,8 +99,8 @@ def pytest_runtest_protocol(item, nextitem):
     own, kids = cpu(resource.RUSAGE_SELF) - own, cpu(resource.RUSAGE_CHILDREN) - kids
     with open(path, "a") as f:
         f.write(
-            f"{item.nodeid} {_status_kb('VmHWM') // 1024} {_status_kb('VmRSS') // 1024} "
-            f"{big_child} {own:.1f} {kids:.1f}\n"
+            f"{_status_kb('VmHWM') // 1024} {_status_kb('VmRSS') // 1024} {big_child} "
+            f"{own:.1f} {kids:.1f} {item.nodeid}\n"  # the id last: it may hold spaces
         )
 
 

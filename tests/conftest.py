@@ -10,6 +10,9 @@
   by the next one that compiles the same shapes, in either worker.
 - The files known to be long run first (`HEAVY_FIRST`), so the two workers finish together
   instead of one running a long file alone at the end.
+- EARTHEMBED_TEST_RSS=FILE: each test's peak resident memory and CPU seconds (setup to
+  teardown, in its worker's process; the largest child waited for so far, and the children's
+  CPU) appended to FILE, to find what drives a worker's memory and time (`sort -n FILE`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 HEAVY_FIRST = (
     "tests/e2e/test_chain.py",  # 261 s, building tiny_td (77 s, shared) included
     "tests/beam_jobs/test_build_training_data.py",  # 312 s
-    "tests/model/test_train.py",  # several step compiles (tiny_td shared)
+    "tests/model/test_train.py",  # two step compiles (tiny_td shared)
+    "tests/model/test_train_step.py",  # the 4-device step's compile, eager loss terms
     "tests/beam_jobs/test_embed_reliability.py",  # 72 s
     "tests/beam_jobs/test_embed.py",  # ~60 s, building the embed region (shared) included
     "tests/beam_jobs/io/test_stac_search.py",
@@ -65,6 +69,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     """The long files first (stable otherwise): --dist loadfile hands out files in this order."""
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With EARTHEMBED_TEST_RSS set, a row per test: peak RSS (MB, from a high-water mark
+    reset before it: /proc/self/clear_refs), RSS after (MB), the largest child so far (MB),
+    CPU seconds of the process and of the children it waited for, node id."""
+    path = os.environ.get("EARTHEMBED_TEST_RSS")
+    if not path:
+        yield
+        return
+    import resource
+
+    def cpu(who):
+        r = resource.getrusage(who)
+        return r.ru_utime + r.ru_stime
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    own, kids = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
+    yield
+    big_child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+    own, kids = cpu(resource.RUSAGE_SELF) - own, cpu(resource.RUSAGE_CHILDREN) - kids
+    with open(path, "a") as f:
+        f.write(
+            f"{_status_kb('VmHWM') // 1024} {_status_kb('VmRSS') // 1024} {big_child} "
+            f"{own:.1f} {kids:.1f} {item.nodeid}\n"  # the id last: it may hold spaces
+        )
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-# `_small_config(steps=12)` is the config of test_train's resume, non-finite and one-device
-# tests and of the e2e chain: one training step, compiled once per process (train.
-# shard_training keeps it) and shared across processes by the persistent compilation cache
-# of tests/conftest.py (on CPU a hit there still costs about a third of a compile).
+# `_small_config(steps=12)` is the config of test_train's resume test, test_train_step's
+# non-finite and one-device tests and the e2e chain: one training step, compiled once per
+# process (train.shard_training keeps it) and shared across processes by the persistent
+# compilation cache of tests/conftest.py (a hit there costs the trace, ~5 s, not the ~100 s
+# compile).
 
 
 def _small_config(**train):

@@ -1,18 +1,22 @@
-"""model/train.py: the loss falls, resume is exact, 4 devices match 1, metrics are written."""
+"""model/train.py's loop: the loss falls, resume is exact (with and without a label window),
+batches resume, metrics are written. One step and the loss terms: test_train_step.py (a file
+of its own, so that `pytest --dist loadfile` runs the two on two workers).
+
+Each distinct training step costs a compile of ~100 CPU s; the tests share two: the label
+window's (`_WINDOW`: the loss-falls and window-resume tests) and `small_config(steps=12)`
+(the plain resume test, test_train_step.py's and the e2e chain's, through JAX's persistent
+compilation cache)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import numpy as np
 import pytest
 
-from model import features, input_pipeline, modules, train
+from model import features, input_pipeline, train
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +30,18 @@ def _losses(workdir):
     return [r for r in rows if "loss" in r]
 
 
+def _window_config(small_config, **train):
+    """200 steps at 3e-3 with a label window of 4 steps and the label term on the summary's
+    linear map too (as tiny_shipped trains): one step for the two tests that use it."""
+    c = small_config(steps=200, log_every=20, learning_rate=3e-3, label_window=4, **train)
+    c.loss.label_linear = 1.0
+    return c
+
+
 def test_tiny_training_lowers_the_loss(tiny_td, tmp_path, small_config):
-    c = small_config(steps=200, log_every=20, learning_rate=3e-3)
+    # The label window's step (the shipped recipe's terms): the same compile as the window
+    # resume test below. The floor is on the reconstruction term, which both configs train.
+    c = _window_config(small_config)
     state = train.train_and_evaluate(c, str(tmp_path), [str(tiny_td)], progress=False)
     rows = _losses(tmp_path)
     assert [r["step"] for r in rows] == list(range(20, 201, 20))
@@ -58,135 +72,6 @@ def test_batches_resume_where_they_stopped(tiny_td):
     ids = [next(it)[2]["target/class_id"].tolist() for _ in range(5)]
     it2 = input_pipeline.TrainBatches([d], batch_size=4, seed=0, start_step=3, shuffle_buffer=8)
     assert [next(it2)[2]["target/class_id"].tolist() for _ in range(2)] == ids[3:]
-
-
-def test_nonfinite_step_leaves_the_state_unchanged(tiny_td, small_config):
-    # The training step of the resume test (its config, a batch of tiny_td, the same jit of
-    # train.shard_training): compiled once in the process for both.
-    c = small_config(steps=12)
-    d = input_pipeline.open_data_dir(str(tiny_td))
-    norm = features.normalizer(features.pool_stats([d.stats]), std_floor=c.train.std_floor)
-    _, _, raw = next(input_pipeline.TrainBatches([d], batch_size=4, seed=0, shuffle_buffer=8))
-    x, labels = train.Batcher(c, norm)(raw, 0)
-    x["sentinel1/x"][:] = np.nan
-    x["sentinel1/mask"][:] = 1
-    x["sentinel1/band_mask"][:] = 1
-    state = train.init_state(c, features.empty_inputs(4, 1, c.model.max_frames))
-    before = [np.array(a) for a in _leaves(state)]  # copies: the step donates the state
-    state, step = train.shard_training(c, train.make_mesh(c), state)
-    new, metrics = step(state, x, labels, jax.random.key(0))
-    assert float(metrics["finite"]) == 0.0 and int(new.nonfinite) == 1
-    for a, b in zip(before, _leaves(new), strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_label_term_is_the_pixel_softmax_over_the_label_table(small_config):
-    """Hand-computed from mu: labelled, observed pixels only; 0 when no pixel has a class."""
-    c = small_config(drop_prob=0.0)  # the student sees the full batch: mu_s = encode(x)
-    x = features.empty_inputs(2, 4, c.model.max_frames)
-    x["cop_dem/x"][:] = np.random.default_rng(0).normal(size=x["cop_dem/x"].shape)
-    x["cop_dem/mask"][:] = 1
-    x["cop_dem/mask"][1, :, 0, 0] = 0  # one pixel unobserved: never scored
-    x["cop_dem/band_mask"][:] = 1
-    state = train.init_state(c, x)
-    lc = np.full((2, 4, 4), -1, np.int64)
-    lc[0, :2] = 3
-    lc[1] = 5
-
-    def label_term(landcover):
-        labels = {"target/class_id": np.full(2, -1, np.int64), "target/landcover": landcover}
-        _, m = train.loss_fn(state.params, state.ema_params, x, labels, jax.random.key(0), c)
-        return float(m["label"])
-
-    assert label_term(np.full((2, 4, 4), -1, np.int64)) == 0.0
-    model = modules.create_model(c)
-    params = {k: v for k, v in state.params.items() if k != "label_table"}
-    mu, _ = model.apply({"params": params}, x, method=model.encode)
-    table = np.asarray(state.params["label_table"], np.float64)
-    table /= np.linalg.norm(table, axis=1, keepdims=True)
-    logits = np.asarray(mu, np.float64) @ table.T / c.loss.temperature
-    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    nll = [-logp[0, i, j, 3] for i in range(2) for j in range(4)]
-    nll += [-logp[1, i, j, 5] for i in range(4) for j in range(4) if (i, j) != (0, 0)]
-    np.testing.assert_allclose(label_term(lc), np.mean(nll), rtol=1e-4)
-
-
-def _one_step_inputs(max_frames: int):
-    """A batch of 4 examples of 8 x 8 px (random values, all valid) and its labels."""
-    rng = np.random.default_rng(0)
-    x = features.empty_inputs(4, 8, max_frames)
-    for k in x:
-        if k.endswith("/x"):
-            x[k] = rng.normal(size=x[k].shape).astype(np.float32)
-        elif k.endswith("mask"):
-            x[k] = np.ones_like(x[k])
-        elif k.endswith("/t"):
-            x[k] = rng.uniform(0, 300, size=x[k].shape).astype(np.float32)
-    x["period_days"][:] = 365.0
-    labels = {"target/class_id": np.arange(4), "target/landcover": np.zeros((4, 8, 8), np.int64)}
-    return x, labels
-
-
-# One step on all the devices of a process started with 4 host devices, from the state and
-# batch of the test (saved by it): the state is initialized once, by the test.
-_ONE_STEP = textwrap.dedent(
-    """
-    import importlib.util, sys, numpy as np, jax
-    sys.path.insert(0, {root!r})
-    spec = importlib.util.spec_from_file_location("model_conftest", {conftest!r})
-    conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conftest)
-    from model import features, train
-    c = conftest._small_config(steps=12)
-    saved = np.load(sys.argv[1])
-    x = {{k[2:]: saved[k] for k in saved.files if k.startswith("x:")}}
-    labels = {{k[2:]: saved[k] for k in saved.files if k.startswith("y:")}}
-    target = train.abstract_state(c, features.empty_inputs(4, 1, c.model.max_frames))
-    leaves, treedef = jax.tree_util.tree_flatten(target)
-    state = jax.tree_util.tree_unflatten(treedef, [saved[f"s:{{i}}"] for i in range(len(leaves))])
-    mesh = train.make_mesh(c)
-    state, step = train.shard_training(c, mesh, state)
-    state, m = step(state, x, labels, jax.random.key(5))
-    flat = np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(state.params)])
-    np.save(sys.argv[2], flat)
-    print(len(jax.devices()), mesh.shape["data"], float(m["loss"]))
-    """
-)
-
-
-def test_four_host_devices_give_the_same_step_as_one(tmp_path, small_config):
-    """One training step from the same state and batch: on this process's first device,
-    and on the 4 host devices of a subprocess (data parallel over all 4)."""
-    # The config of the resume and non-finite tests: the one-device step is theirs.
-    c = small_config(steps=12)
-    x, labels = _one_step_inputs(c.model.max_frames)
-    state = train.init_state(c, features.empty_inputs(4, 1, c.model.max_frames))
-    saved = {f"x:{k}": v for k, v in x.items()} | {f"y:{k}": v for k, v in labels.items()}
-    saved |= {f"s:{i}": np.asarray(a) for i, a in enumerate(jax.tree_util.tree_leaves(state))}
-    np.savez(tmp_path / "start.npz", **saved)
-    mesh = train.make_mesh(c, jax.devices()[:1])
-    assert mesh.shape["data"] == 1
-    one, step = train.shard_training(c, mesh, state)
-    one, _ = step(one, x, labels, jax.random.key(5))
-    flat_one = np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(one.params)])
-
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    script = tmp_path / "one_step.py"
-    script.write_text(
-        _ONE_STEP.format(root=root, conftest=os.path.join(os.path.dirname(__file__), "conftest.py"))
-    )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    env["JAX_PLATFORMS"] = "cpu"
-    r = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "start.npz"), str(tmp_path / "p4.npy")],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    devices, data_axis, _ = r.stdout.split()
-    assert (int(devices), int(data_axis)) == (4, 4)
-    np.testing.assert_allclose(flat_one, np.load(tmp_path / "p4.npy"), rtol=1e-4, atol=1e-6)
 
 
 def test_label_window_keeps_labelled_pixels_of_the_last_steps_as_strips(tiny_td, small_config):
@@ -228,141 +113,16 @@ def test_label_window_keeps_labelled_pixels_of_the_last_steps_as_strips(tiny_td,
 def test_resume_with_the_label_window_ends_with_the_same_parameters(
     tiny_td, tmp_path, small_config
 ):
-    c = small_config(steps=8, checkpoint_every=5, label_window=4)
-    c.loss.label_linear = 1.0
-    full = train.train_and_evaluate(c, str(tmp_path / "full"), [str(tiny_td)], progress=False)
+    # The loss-falls test's config (its compiled step), run to step 8 of its 200: resuming at
+    # step 5 refills the window with the batches of steps 1-4 as they were.
+    c = _window_config(small_config, checkpoint_every=5)
+    full = train.train_and_evaluate(
+        c, str(tmp_path / "full"), [str(tiny_td)], stop_after=8, progress=False
+    )
     part = tmp_path / "part"
     train.train_and_evaluate(c, str(part), [str(tiny_td)], stop_after=5, progress=False)
-    resumed = train.train_and_evaluate(c, str(part), [str(tiny_td)], progress=False)
+    assert sorted(os.listdir(part / "checkpoints")) == ["5"]
+    resumed = train.train_and_evaluate(c, str(part), [str(tiny_td)], stop_after=8, progress=False)
+    assert int(full.step) == int(resumed.step) == 8
     for a, b in zip(_leaves(full), _leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
-
-
-def test_label_linear_leaves_the_deep_path_to_the_other_terms(small_config):
-    """With only the label term, label_linear gives the deep path and its gate no gradient."""
-    c = small_config(drop_prob=0.0)
-    for term in ("recon", "uniform", "consistency", "align", "label"):
-        c.loss[term] = 0.0
-    c.loss.label_linear = 1.0
-    x = features.empty_inputs(2, 4, c.model.max_frames)
-    x["cop_dem/x"][:] = np.random.default_rng(0).normal(size=x["cop_dem/x"].shape)
-    x["cop_dem/mask"][:] = 1
-    x["cop_dem/band_mask"][:] = 1
-    state = train.init_state(c, x)
-    labels = {
-        "target/class_id": np.full(2, -1, np.int64),
-        "target/landcover": np.ones((2, 4, 4), np.int64),
-    }
-    grads = jax.grad(
-        lambda p: train.loss_fn(p, state.ema_params, x, labels, jax.random.key(0), c)[0]
-    )(state.params)
-    summ = grads["summarizer"]
-    assert float(np.abs(summ["deep_gate"])) == 0.0
-    assert all(float(np.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(summ["head"]))
-    assert float(np.abs(summ["precision"]["kernel"]).max()) > 0.0
-    assert float(np.abs(grads["label_table"]).max()) > 0.0
-
-
-def _dem_and_s1_batch(seed: int):
-    """2 examples of 4 x 4 px with random DEM and 4 Sentinel-1 frames, and pixel labels."""
-    x = features.empty_inputs(2, 4, 4)
-    rng = np.random.default_rng(seed)
-    for s in ("cop_dem", "sentinel1"):
-        x[f"{s}/x"][:] = rng.normal(size=x[f"{s}/x"].shape)
-        x[f"{s}/mask"][:] = 1
-        x[f"{s}/band_mask"][:] = 1
-    x["sentinel1/t"][:] = np.arange(4) * 80.0
-    labels = {
-        "target/class_id": np.array([1, 2], np.int64),
-        "target/landcover": rng.integers(0, 3, (2, 4, 4)),
-    }
-    return x, labels
-
-
-def test_linear_labels_only_trains_the_linear_map_with_label_linear_alone(small_config):
-    """With loss.linear_labels_only the summary's linear map gets exactly label_linear's
-    gradient (none from the other terms), while the deep path still learns from them."""
-    x, labels = _dem_and_s1_batch(0)
-
-    def grads(c):
-        state = train.init_state(c, x)
-        return jax.grad(
-            lambda p: train.loss_fn(p, state.ema_params, x, labels, jax.random.key(0), c)[0]
-        )(state.params)["summarizer"]
-
-    c = small_config(drop_prob=0.0)
-    c.loss.linear_labels_only = True
-    c.loss.label_linear = 0.0
-    g = grads(c)
-    assert all(float(np.abs(v).max()) == 0.0 for v in jax.tree_util.tree_leaves(g["precision"]))
-    assert float(np.abs(g["deep_gate"])) > 0.0
-    c.loss.label_linear = 1.0
-    only = small_config(drop_prob=0.0)
-    for term in ("recon", "uniform", "consistency", "align", "label"):
-        only.loss[term] = 0.0
-    only.loss.label_linear = 1.0
-    for a, b in zip(
-        jax.tree_util.tree_leaves(grads(c)["precision"]),
-        jax.tree_util.tree_leaves(grads(only)["precision"]),
-        strict=True,
-    ):
-        assert float(np.abs(b).max()) > 0.0
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-
-
-def test_label_drop_sources_hides_the_source_from_the_label_terms(small_config):
-    """loss.label_drop_sources=cop_dem: the label terms score the inputs as if the DEM were
-    absent (equal to masking it by hand), so the linear map's DEM rows get no label gradient."""
-    x, labels = _dem_and_s1_batch(1)
-    c = small_config(drop_prob=0.0)
-    for term in ("recon", "uniform", "consistency", "align", "label"):
-        c.loss[term] = 0.0
-    c.loss.label_linear = 1.0
-    c.loss.linear_labels_only = True
-    c.loss.label_drop_sources = "cop_dem"
-    state = train.init_state(c, x)
-
-    def loss(p, inputs, config):
-        return train.loss_fn(p, state.ema_params, inputs, labels, jax.random.key(0), config)
-
-    no_dem = {k: v.copy() for k, v in x.items()}
-    no_dem["cop_dem/mask"][:] = 0
-    plain = small_config(drop_prob=0.0)
-    plain.loss.label_drop_sources = ""
-    plain.loss.label_linear = 1.0
-    _, m_drop = loss(state.params, x, c)
-    _, m_hand = loss(state.params, no_dem, plain)
-    np.testing.assert_allclose(m_drop["label_linear"], m_hand["label_linear"], rtol=1e-6)
-    _, m_keep = loss(state.params, x, plain)
-    assert abs(float(m_keep["label_linear"]) - float(m_drop["label_linear"])) > 1e-6
-
-    # The summary columns that carry the DEM: those that change with its value.
-    moved = {k: v.copy() for k, v in x.items()}
-    moved["cop_dem/x"] += 1.0
-    s0 = np.asarray(modules.pixel_summary(x, c.model))
-    s1 = np.asarray(modules.pixel_summary(moved, c.model))
-    dem_cols = np.flatnonzero(np.abs(s1 - s0).max(axis=(0, 1, 2)) > 0)
-    assert dem_cols.size > 0
-    g = jax.grad(lambda p: loss(p, x, c)[0])(state.params)["summarizer"]["precision"]["kernel"]
-    g = np.asarray(g)
-    assert np.abs(g[dem_cols]).max() == 0.0
-    assert np.abs(np.delete(g, dem_cols, axis=0)).max() > 0.0
-
-    # The per-pixel label term on mu, on the step's crops and on a label window alike.
-    for window in (None, {"inputs": x, "landcover": labels["target/landcover"]}):
-        for cfg in (c, plain):
-            cfg.loss.label = 1.0
-            cfg.train.label_window = 0 if window is None else 2
-        both = dict(labels, window=window) if window is not None else labels
-        hand = dict(labels, window=dict(window, inputs=no_dem)) if window is not None else labels
-        _, m_drop = train.loss_fn(state.params, state.ema_params, x, both, jax.random.key(0), c)
-        _, m_hand = train.loss_fn(
-            state.params, state.ema_params, no_dem, hand, jax.random.key(0), plain
-        )
-        _, m_keep = train.loss_fn(state.params, state.ema_params, x, both, jax.random.key(0), plain)
-        np.testing.assert_allclose(m_drop["label"], m_hand["label"], rtol=1e-5)
-        assert abs(float(m_keep["label"]) - float(m_drop["label"])) > 1e-6
-
-    c.loss.label_drop_sources = "cop_dem,sentinel9"
-    with pytest.raises(ValueError, match="sentinel9"):
-        loss(state.params, x, c)

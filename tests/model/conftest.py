@@ -42,3 +42,29 @@ def _small_config(**train):
 def small_config():
     """A function (**train overrides) -> the shrunk tiny config."""
     return _small_config
+
+
+def _one_step_inputs(max_frames: int):
+    """A batch of 4 examples of 8 x 8 px (random values, all valid) and its labels."""
+    import numpy as np
+
+    from model import features
+
+    rng = np.random.default_rng(0)
+    x = features.empty_inputs(4, 8, max_frames)
+    for k in x:
+        if k.endswith("/x"):
+            x[k] = rng.normal(size=x[k].shape).astype(np.float32)
+        elif k.endswith("mask"):
+            x[k] = np.ones_like(x[k])
+        elif k.endswith("/t"):
+            x[k] = rng.uniform(0, 300, size=x[k].shape).astype(np.float32)
+    x["period_days"][:] = 365.0
+    labels = {"target/class_id": np.arange(4), "target/landcover": np.zeros((4, 8, 8), np.int64)}
+    return x, labels
+
+
+@pytest.fixture(scope="session")
+def one_step_inputs():
+    """A function (max_frames) -> one training batch of 4 random 8 x 8 px examples, labels."""
+    return _one_step_inputs

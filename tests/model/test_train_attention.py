@@ -11,25 +11,9 @@ from __future__ import annotations
 import functools
 
 import jax
-import numpy as np
 import pytest
 
-from model import features, modules, train
-
-
-def _batch(max_frames: int):
-    rng = np.random.default_rng(0)
-    x = features.empty_inputs(2, 8, max_frames)
-    for k in x:
-        if k.endswith("/x"):
-            x[k] = rng.normal(size=x[k].shape).astype(np.float32)
-        elif k.endswith("mask"):
-            x[k] = np.ones_like(x[k])
-        elif k.endswith("/t"):
-            x[k] = rng.uniform(0, 300, size=x[k].shape).astype(np.float32)
-    x["period_days"][:] = 365.0
-    labels = {"target/class_id": np.arange(2), "target/landcover": np.zeros((2, 8, 8), np.int64)}
-    return x, labels
+from model import modules, train
 
 
 @pytest.fixture
@@ -47,10 +31,10 @@ def heads_first_calls(monkeypatch):
 
 
 def test_training_step_uses_flax_attention_and_inference_heads_first(
-    small_config, heads_first_calls
+    small_config, one_step_inputs, heads_first_calls
 ):
     c = small_config(steps=12)
-    x, labels = _batch(c.model.max_frames)
+    x, labels = one_step_inputs(c.model.max_frames)
     state = train.abstract_state(c, x)  # init traces the model too (shapes only)
     heads_first_calls.clear()
     step = functools.partial(train.train_step, config=c)

@@ -42,22 +42,6 @@ def test_nonfinite_step_leaves_the_state_unchanged(tiny_td, small_config):
         np.testing.assert_array_equal(a, b)
 
 
-def _one_step_inputs(max_frames: int):
-    """A batch of 4 examples of 8 x 8 px (random values, all valid) and its labels."""
-    rng = np.random.default_rng(0)
-    x = features.empty_inputs(4, 8, max_frames)
-    for k in x:
-        if k.endswith("/x"):
-            x[k] = rng.normal(size=x[k].shape).astype(np.float32)
-        elif k.endswith("mask"):
-            x[k] = np.ones_like(x[k])
-        elif k.endswith("/t"):
-            x[k] = rng.uniform(0, 300, size=x[k].shape).astype(np.float32)
-    x["period_days"][:] = 365.0
-    labels = {"target/class_id": np.arange(4), "target/landcover": np.zeros((4, 8, 8), np.int64)}
-    return x, labels
-
-
 # One step on all the devices of a process started with 4 host devices, from the state and
 # batch of the test (saved by it): the state is initialized once, by the test.
 _ONE_STEP = textwrap.dedent(
@@ -85,12 +69,12 @@ _ONE_STEP = textwrap.dedent(
 )
 
 
-def test_four_host_devices_give_the_same_step_as_one(tmp_path, small_config):
+def test_four_host_devices_give_the_same_step_as_one(tmp_path, small_config, one_step_inputs):
     """One training step from the same state and batch: on this process's first device,
     and on the 4 host devices of a subprocess (data parallel over all 4)."""
     # The config of the non-finite test (and the resume test): the one-device step is theirs.
     c = small_config(steps=12)
-    x, labels = _one_step_inputs(c.model.max_frames)
+    x, labels = one_step_inputs(c.model.max_frames)
     state = train.init_state(c, features.empty_inputs(4, 1, c.model.max_frames))
     saved = {f"x:{k}": v for k, v in x.items()} | {f"y:{k}": v for k, v in labels.items()}
     saved |= {f"s:{i}": np.asarray(a) for i, a in enumerate(jax.tree_util.tree_leaves(state))}

@@ -351,9 +351,9 @@ def train_step(state: TrainState, inputs, labels, key, config):
 
 # Jitted steps of this process by (what a step reads of the config, state placement), oldest
 # first: a run resumed or repeated in the same process (the tests, a notebook) reuses the
-# compiled step. Compiling it again, or even loading it from JAX's persistent cache, costs
-# minutes on CPU (a persistent-cache hit takes about a third of a compile of the tiny
-# config's step: the cache saves the HLO passes, not building the kernels).
+# compiled step. Compiling the test config's step again costs 2-3 minutes on 2 CPU cores; a
+# persistent-cache hit still costs its trace and lowering (5-8 s) plus the load (1-17 s
+# measured under load).
 _STEP_FNS: dict = {}
 _MAX_STEP_FNS = 4
 # The train fields one step reads (the optimizer, the EMA, the perturbation); the step sees

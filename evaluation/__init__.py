@@ -10,6 +10,7 @@ Runbook (each writes DIR/results.json, DIR/results.md and DIR/results.png):
     earthembed evaluate --dataset eolearn --embedder mypkg.mymodule:embed --out /tmp/eval_toy
     earthembed evaluate --dataset eolearn:s2dem --embedder model/weights/tiny --out /tmp/e_s2dem
     earthembed evaluate --dataset fuel_moisture --embedder model/weights/tiny --out /tmp/e_fm
+    earthembed evaluate --dataset fuel_moisture:val --embedder B --out /tmp/e_fm_val
     earthembed evaluate --dataset simfine:303:tropical:crops --embedder B --out /tmp/e_fine
     earthembed evaluate --dataset simlai:404:temperate --embedder B --out /tmp/e_lai
     earthembed evaluate --dataset simchange:303:tropical --embedder B --out /tmp/e_change
@@ -38,6 +39,8 @@ Data sets (`--dataset`):
     but no year: the steps are placed in 2021, 30 days apart, at the middle of the start days
     that fit the months; a step past December is folded into January of 2021, so every sample
     lies in one calendar year (the bundle's default period). Pretraining never saw it.
+    `fuel_moisture:val` is the place to choose settings: the TRAINING sites alone, about 30%
+    of them held out by a seeded hash of the site name (`--seed`), the test sites not read.
   * Held-out simulated tasks, on labels pretraining never used (its label term read the
     simulator's land cover of 2023 on the demo footprint, seeds 11 and 12; `sim:` above uses
     seeds 101 and 202 on that footprint and year). These simulate SIM_EVAL_YEARS (2021,

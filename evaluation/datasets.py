@@ -1,5 +1,5 @@
 """Data sets for the few-shot protocol: loaders (`sim:SEED:BIOME`, `simfine`, `simlai`,
-`simchange`, `eolearn[:VARIANT]`, `points:OBS:LABELS`, `fuel_moisture`), block and point-cell
+`simchange`, `eolearn[:VARIANT]`, `points:OBS:LABELS`, `fuel_moisture[:val]`), block and point-cell
 splits, stratified sampling of labelled pixels.
 
 The protocol they implement: the evaluation package docstring (evaluation/__init__.py).
@@ -680,8 +680,31 @@ def step_series_features(obs: Observations, step_times_ms: np.ndarray) -> np.nda
     return np.concatenate([steps, *static], axis=1).astype(np.float32)
 
 
-def _fuel_moisture_dataset(data_dir: Path, *, cache_dir: Path) -> LabelledPixels:
-    """presto's live fuel moisture set, written as a point table and read back through it."""
+# The share of the fuel-moisture TRAINING sites that `fuel_moisture:val` holds out.
+FUEL_VAL_FRACTION = 0.3
+
+
+def fuel_validation_sites(sites: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Seeded hash of each site name -> on the validation side? (about FUEL_VAL_FRACTION
+    of the sites; depends only on (seed, site))."""
+    import hashlib
+
+    keys = np.asarray(
+        [int.from_bytes(hashlib.sha256(str(s).encode()).digest()[:8], "little") for s in sites],
+        dtype=np.uint64,
+    )
+    with np.errstate(over="ignore"):
+        h = _mix64(_mix64(np.asarray([seed], np.uint64)) ^ keys)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < FUEL_VAL_FRACTION
+
+
+def _fuel_moisture_dataset(
+    data_dir: Path, *, cache_dir: Path, validation: bool = False, seed: int = 0
+) -> LabelledPixels:
+    """presto's live fuel moisture set, written as a point table and read back through it.
+
+    `validation`: the set's TRAINING sites alone, split by site (`fuel_validation_sites`):
+    a place to choose settings without touching the test sites that report them."""
     from beam_jobs.io.files import atomic_target
     from beam_jobs.io.points import read_point_table, write_point_table
     from beam_jobs.io.realdata import FUEL_MOISTURE_YEAR, read_fuel_moisture
@@ -694,27 +717,36 @@ def _fuel_moisture_dataset(data_dir: Path, *, cache_dir: Path) -> LabelledPixels
     obs = read_point_table(table)
     pos = {str(p): i for i, p in enumerate(obs.point_ids)}
     index = np.asarray([pos[str(p)] for p in sample.observations.point_ids], np.int64)
-    n = len(index)
+    raw = step_series_features(sample.observations, sample.step_times_ms)
+    keep = np.ones(len(index), bool)
+    is_test, split = sample.is_test, "the set's is_test (by site)"
+    if validation:
+        keep = ~sample.is_test
+        is_test = fuel_validation_sites(sample.site, seed)
+        split = (
+            f"validation: the training sites only, {FUEL_VAL_FRACTION:.0%} of them held out "
+            f"by a seeded hash of the site name (seed {seed}); the test sites are not read"
+        )
+    site = sample.site[keep]
+    n = int(keep.sum())
     return LabelledPixels(
-        name="fuel_moisture",
+        name="fuel_moisture:val" if validation else "fuel_moisture",
         observations=obs,
-        pixel_index=index,
+        pixel_index=index[keep],
         labels=np.zeros(n, np.int64),
-        is_test=sample.is_test,
+        is_test=is_test[keep],
         class_names={},
-        targets=sample.target,
-        extra_features={
-            "raw_series": step_series_features(sample.observations, sample.step_times_ms)
-        },
+        targets=sample.target[keep],
+        extra_features={"raw_series": raw[keep]},
         info={
             "data_dir": str(data_dir),
             "point_table": str(table),
             "year": FUEL_MOISTURE_YEAR,
-            "split": "the set's is_test (by site)",
+            "split": split,
             "target": "live fuel moisture (%)",
             "sites": {
-                "train": int(len(set(sample.site[~sample.is_test]))),
-                "test": int(len(set(sample.site[sample.is_test]))),
+                "train": int(len(set(site[~is_test[keep]]))),
+                "test": int(len(set(site[is_test[keep]]))),
             },
         },
     )
@@ -727,7 +759,7 @@ DATASET_FORMS = (
     "simchange:SEED:BIOME",
     "eolearn[:s2|:s2dem]",
     "points:OBS.parquet:LABELS.parquet",
-    "fuel_moisture",
+    "fuel_moisture[:val]",
 )
 
 
@@ -815,10 +847,12 @@ def load_dataset(
         d = Path(data_dir) if data_dir else REALDATA_DIR / "eolearn_slovenia"
         return _eolearn_dataset(d, block=block, split_seed=seed, variant=variant, **kw)
     if kind == "fuel_moisture":
-        if spec != "fuel_moisture":
-            raise ValueError(f"--dataset fuel_moisture takes no arguments; got {spec!r}")
+        if spec not in ("fuel_moisture", "fuel_moisture:val"):
+            raise ValueError(f"--dataset fuel_moisture takes no argument but :val; got {spec!r}")
         d = Path(data_dir) if data_dir else REALDATA_DIR / "presto_fuel_moisture"
-        return _fuel_moisture_dataset(d, cache_dir=cache)
+        return _fuel_moisture_dataset(
+            d, cache_dir=cache, validation=spec.endswith(":val"), seed=seed
+        )
     parts = spec.split(":")
     if len(parts) != 3:
         raise ValueError(

@@ -86,5 +86,36 @@ def test_dataset_goes_through_the_point_table(realdata_dir, tmp_path):
     assert raw[0, -2:] == pytest.approx([2107.0, 1.854334])
     assert raw[0, 14 + 2] == pytest.approx(0.0944)  # step 1's B04
     assert ds.info["sites"]["train"] > 0 and ds.info["sites"]["test"] > 0
-    with pytest.raises(ValueError, match="takes no arguments"):
+    with pytest.raises(ValueError, match="takes no argument but :val"):
         datasets.load_dataset("fuel_moisture:x")
+
+
+def test_validation_split_holds_out_training_sites_and_never_reads_a_test_site(
+    realdata_dir, tmp_path
+):
+    full = datasets.load_dataset(
+        "fuel_moisture", cache_dir=tmp_path, data_dir=realdata_dir / "presto_fuel_moisture"
+    )
+    val = datasets.load_dataset(
+        "fuel_moisture:val", cache_dir=tmp_path, data_dir=realdata_dir / "presto_fuel_moisture"
+    )
+    sample = realdata.read_fuel_moisture(realdata_dir / "presto_fuel_moisture")
+    assert val.name == "fuel_moisture:val" and val.is_regression
+    # the training pool of the full set, nothing else: its rows, targets and raw features
+    train = ~full.is_test
+    assert len(val.pixel_index) == int(train.sum()) == 1578
+    np.testing.assert_array_equal(val.pixel_index, full.pixel_index[train])
+    np.testing.assert_array_equal(val.targets, full.targets[train])
+    np.testing.assert_array_equal(
+        val.extra_features["raw_series"], full.extra_features["raw_series"][train]
+    )
+    # split by site: no site on both sides; about FUEL_VAL_FRACTION of the sites held out
+    site = sample.site[train]
+    assert not set(site[val.is_test]) & set(site[~val.is_test])
+    n_val, n_train = val.info["sites"]["test"], val.info["sites"]["train"]
+    assert n_val + n_train == full.info["sites"]["train"]
+    assert 0.15 < n_val / (n_val + n_train) < 0.45
+    # seeded: another seed holds out other sites, the same seed the same ones
+    again = datasets.fuel_validation_sites(site, 0)
+    np.testing.assert_array_equal(again, val.is_test)
+    assert (datasets.fuel_validation_sites(site, 1) != again).any()

@@ -132,8 +132,12 @@ def _cell_is_test(cell_row: np.ndarray, cell_col: np.ndarray, seed: int, test_fr
         c = np.asarray(cell_col, dtype=np.int64).astype(np.uint64)
         s = _mix64(np.asarray([seed], dtype=np.int64).astype(np.uint64))
         h = _mix64(_mix64(s ^ r) ^ (c * np.uint64(0x9E3779B97F4A7C15)))
-    u = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    return u < test_fraction
+    return _below(h, test_fraction)
+
+
+def _below(h: np.ndarray, fraction: float) -> np.ndarray:
+    """Uniform [0, 1) numbers from the top 53 bits of uint64 hashes -> below `fraction`?"""
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
 
 
 def block_split(
@@ -695,7 +699,7 @@ def fuel_validation_sites(sites: np.ndarray, seed: int = 0) -> np.ndarray:
     )
     with np.errstate(over="ignore"):
         h = _mix64(_mix64(np.asarray([seed], np.uint64)) ^ keys)
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < FUEL_VAL_FRACTION
+    return _below(h, FUEL_VAL_FRACTION)
 
 
 def _fuel_moisture_dataset(

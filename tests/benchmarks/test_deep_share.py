@@ -35,3 +35,43 @@ def test_explained_is_one_for_an_affine_copy_and_near_chance_for_independent_vec
     assert deep_share.explained(mu, ko) > 1 - 1e-12
     other = rng.normal(size=(3000, 4))
     assert deep_share.explained(other, ko) < 9 / 3000 * 3  # chance ~ (F + 1) / N
+
+
+def _points(realdata_dir, n=48):
+    """The first n fuel-moisture points as a LabelledPixels point set."""
+    from beam_jobs.io import realdata
+    from evaluation.baselines import select_pixels
+    from evaluation.datasets import LabelledPixels
+
+    obs = realdata.read_fuel_moisture(realdata_dir / "presto_fuel_moisture").observations
+    pts = select_pixels(obs, np.arange(n))
+    z = np.zeros(n, np.int64)
+    return LabelledPixels("pts", pts, np.arange(n), z, z.astype(bool), {})
+
+
+def test_summary_and_knockout_are_the_shipped_models_own(shipped_bundle, realdata_dir):
+    """With the deep gate at 0 the shipped mu is normalize(W s + b) of exactly the summary
+    `pixel_summaries` computes; with W, b at 0 and the gate at 1 it is the knockout's vectors."""
+    import jax
+
+    from evaluation.evaluate import embed_pixels
+    from model import load_bundle
+
+    ds = _points(realdata_dir)
+    b = load_bundle(str(shipped_bundle))
+    b.params = jax.tree_util.tree_map(np.array, b.params)
+    head = b.params["summarizer"]
+    head["deep_gate"] = np.float32(0.0)
+    mu = embed_pixels(b.embed, ds)
+    s = deep_share.pixel_summaries(b, ds.observations)
+    lin = s @ head["precision"]["kernel"] + head["precision"]["bias"]
+    lin /= np.linalg.norm(lin, axis=1, keepdims=True)
+    np.testing.assert_allclose(mu, lin, atol=2e-5)
+    assert deep_share.nonlinear_share(mu, s) < 0.05  # the normalization's curvature alone
+    head["deep_gate"] = np.float32(1.0)
+    head["precision"]["kernel"][:] = 0.0
+    head["precision"]["bias"][:] = 0.0
+    mu = embed_pixels(b.embed, ds)
+    ko = embed_pixels(deep_share.knockout(b).embed, ds)
+    np.testing.assert_allclose(mu, ko, atol=2e-5)
+    assert deep_share.explained(mu, ko) > 1 - 1e-6

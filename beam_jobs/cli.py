@@ -29,7 +29,7 @@ class Command(NamedTuple):
 
 _RESUME_TILES = (
     "its completed tiles are kept: rerun the same command to resume, with a lower --batch-size "
-    "(or --read-block 1, or fewer --direct_num_workers)"
+    "(or --prefetch 0, --read-block 1, or fewer --direct_num_workers)"
 )
 
 

@@ -52,7 +52,9 @@ model sees chip + 2 halo, only the core is kept), chips whose core misses the AO
 nodata; chips are read from the catalog over the whole period in blocks of `--read-block`
 x `--read-block` neighbours (one `read_observations` call on the block's window, halos
 included, then cut into chip windows exactly as if each were read alone: reading costs mostly
-per opened asset, not per pixel), embedded by RunInference with the Flax handler
+per opened asset, not per pixel) by a reader thread that also prepares the chips' model inputs
+while the model runs the chips before them (`--prefetch` chips ahead; 0 reads in line and the
+handler prepares; beam_jobs/prefetch.py), embedded by RunInference with the Flax handler
 (beam_jobs/inference.py: the bundle loaded once per process, or once per VM with
 `--share-model`, fixed batches of `--batch-size` chips), quantized, and grouped by tile; a
 tile's files are written when all its chips are in.
@@ -124,7 +126,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
-from beam_jobs import inference, progress, runner
+from beam_jobs import inference, prefetch, progress, runner
 from beam_jobs.flags import DEFAULT_CHIP_SIZE as DEFAULT_CHIP_SIZE  # re-exported: benchmarks
 from beam_jobs.flags import DEFAULT_HALO as DEFAULT_HALO
 from beam_jobs.flags import DEFAULT_MODEL as DEFAULT_MODEL
@@ -156,7 +158,7 @@ FAILED_SUFFIX = ".failed.json"
 # What to do when the job runs out of memory (cli.py says it too when the whole job is killed).
 MEMORY_ADVICE = (
     "completed tiles are kept: rerun the same command to resume, with a lower --batch-size "
-    "(or --read-block 1, or fewer --direct_num_workers) if it ran out of memory"
+    "(or --prefetch 0, --read-block 1, or fewer --direct_num_workers) if it ran out of memory"
 )
 # A block read that raises is tried this many times in all, waiting READ_RETRY_WAIT_S x the
 # attempt number in between (transient object-store or network errors).
@@ -190,6 +192,8 @@ class EmbedSpec:
     sign: bool = True  # sign Planetary Computer hrefs
     compute_dtype: str = "float32"
     retry_failed: bool = True  # re-embed tiles with failed chips on rerun
+    prefetch: int = 0  # chips read and prepared ahead of the model by a reader thread
+    share_model: bool = False  # one model per VM (the reader then reads ahead, unprepared)
 
     @property
     def label(self) -> str:
@@ -953,7 +957,16 @@ class PlanChipsFn(beam.DoFn):
 
 class ReadChipsFn(beam.DoFn):
     """ReadBlock -> (chip, EmbedRequest) per chip | (tile_id, ('chip', failed ChipResult)) for
-    every chip of a block whose read raised or carried read errors."""
+    every chip of a block whose read raised or carried read errors.
+
+    With `spec.prefetch` > 0 a reader thread (`prefetch.Prefetcher`) reads the blocks and
+    prepares their chips' model inputs (`bundle.prepare`, unless `spec.share_model`: then
+    the model's process prepares them) while the model runs the chips before them: this
+    DoFn hands a block's chips on once the next block is submitted (its downstream stages,
+    the model among them, run inside that hand-over), and the last ones in finish_bundle. At
+    most `spec.prefetch` prepared chips wait, plus the block in progress. 0 reads and hands
+    on each block in line, and the handler prepares its chips.
+    """
 
     FAILED = "failed"
 
@@ -962,6 +975,8 @@ class ReadChipsFn(beam.DoFn):
         self._totals = totals
         self._progress = None
         self._catalog = None
+        self._bundle = None
+        self._feed = None
         self._failed = Metrics.counter(NAMESPACE, "chips_failed")
         self._masked = Metrics.counter(NAMESPACE, "values_masked")
         self._retries = Metrics.counter(NAMESPACE, "read_retries")
@@ -975,13 +990,87 @@ class ReadChipsFn(beam.DoFn):
             spec.stac, provider=spec.provider, requester_pays=spec.requester_pays, sign=spec.sign
         )
         self._progress = self._totals.tracker() if self._totals else None
+        if spec.prefetch and not spec.share_model:
+            # the process's bundle (the handler's too: the same cache key), for prepare
+            self._bundle = inference.load_bundle_cached(spec.model, spec.compute_dtype)
+
+    def start_bundle(self):
+        if self._feed is not None:  # a bundle that failed midway left its reader
+            self._feed.close()
+        self._feed = None
 
     def process(self, block: ReadBlock) -> Iterator:
+        if not self._spec.prefetch:
+            for out in self._block_outputs(block):
+                yield from self._emit(out)
+            return
+        if self._feed is None:
+            self._feed = prefetch.Prefetcher(
+                self._block_outputs, max_ready=self._spec.prefetch, name="embed-read"
+            )
+        self._feed.submit(block)
+        # hand on the blocks before this one: the thread reads this one meanwhile
+        for out in self._feed.take(until=self._feed.submitted - 1):
+            yield from self._emit(out)
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.timestamp import MIN_TIMESTAMP
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        feed, self._feed = self._feed, None
+        if feed is None:
+            return
+        try:
+            for out in feed.take(until=feed.submitted):
+                for o in self._emit(out):
+                    if isinstance(o, beam.pvalue.TaggedOutput):
+                        w = WindowedValue(o.value, MIN_TIMESTAMP, [GlobalWindow()])
+                        yield beam.pvalue.TaggedOutput(o.tag, w)
+                    else:
+                        yield WindowedValue(o, MIN_TIMESTAMP, [GlobalWindow()])
+        finally:
+            feed.close()
+
+    def teardown(self):
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
+
+    def _emit(self, out: tuple) -> Iterator:
+        """One record of `_block_outputs` -> this DoFn's outputs; counted here (Beam's
+        metrics belong to the thread processing the element, not the reader's)."""
+        kind = out[0]
+        if kind == "read":
+            _, read_ms, masked, retries = out
+            if read_ms is not None:
+                self._read_ms.update(read_ms)
+            self._masked.inc(masked)
+            if retries:
+                self._retries.inc(retries)
+        elif kind == "failed":
+            _, chip, error = out
+            self._failed.inc()
+            log.warning("chip %s dead-lettered: %s", chip.id, error)
+            if self._progress:
+                self._progress.add(1)
+            yield beam.pvalue.TaggedOutput(
+                self.FAILED, (chip.tile.id, ("chip", failed_chip(chip, error)))
+            )
+        else:
+            _, chip, request = out
+            yield chip, request
+
+    def _block_outputs(self, block: ReadBlock) -> Iterator[tuple]:
+        """Read a block (retried) and cut it into chip requests, prepared when this DoFn has
+        the bundle: ('read', ms, values masked, retries) once the read is done, then per chip
+        ('chip', chip, EmbedRequest) or ('failed', chip, reason)."""
         from beam_jobs.io import stac
 
         spec = self._spec
         window = block.window
         started = time.perf_counter()
+        retries = 0
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
                 obs = stac.read_observations(
@@ -991,23 +1080,39 @@ class ReadChipsFn(beam.DoFn):
             except Exception as e:  # an I/O boundary: retried, then these chips' dead letter
                 why = f"{type(e).__name__}: {stac.error_reason(e)}"
                 if attempt == READ_ATTEMPTS:
-                    yield from self._fail(block, f"read failed ({attempt} attempts): {why}")
+                    yield "read", None, 0, retries  # no read time: the read never finished
+                    for chip in block.chips:
+                        yield "failed", chip, f"read failed ({attempt} attempts): {why}"
                     return
                 log.warning("read of %s failed (attempt %d): %s", block.chips[0].id, attempt, why)
-                self._retries.inc()
+                retries += 1
                 time.sleep(READ_RETRY_WAIT_S * attempt)
-        self._read_ms.update(int((time.perf_counter() - started) * 1000))
-        self._masked.inc(sum(obs.out_of_range.values()))
+        read_ms = int((time.perf_counter() - started) * 1000)
+        yield "read", read_ms, sum(obs.out_of_range.values()), retries
         # Read errors invalidated their frames only: the chips are embedded from the rest and
-        # carry the errors (crop_observations) into their partial results. The block is
-        # cropped whole and freed before the first chip goes on (a full batch runs the model
-        # inside the yield), and this frame keeps no chip: the handler frees each chip's
-        # observations once prepared (their summary rides along for the quality bands).
-        crops = [(c, crop_observations(obs, c.window, *block.offset(c))) for c in block.chips]
-        del obs
+        # carry the errors (crop_observations) into their partial results. In line (no
+        # bundle here) the block is cropped whole and freed before the first chip goes on (a
+        # full batch runs the model inside the yield), and this frame keeps no chip: the
+        # handler frees each chip's observations once prepared (their summary rides along
+        # for the quality bands). The reader thread instead cuts and prepares one chip at a
+        # time from the block (the block and one chip's crop, not every crop at once).
+        prepare = self._bundle is not None
+        chips = list(block.chips)
+        crops = (
+            [] if prepare else [crop_observations(obs, c.window, *block.offset(c)) for c in chips]
+        )
+        if not prepare:
+            del obs
+        chips.reverse()
         crops.reverse()
-        while crops:
-            chip, chip_obs = crops.pop()
+        while chips:
+            chip = chips.pop()
+            if prepare:
+                chip_obs = crop_observations(obs, chip.window, *block.offset(chip))
+                if not chips:
+                    del obs  # the last chip's crop is taken
+            else:
+                chip_obs = crops.pop()
             request = inference.EmbedRequest(
                 chip_obs,
                 spec.t_start_ms,
@@ -1016,18 +1121,16 @@ class ReadChipsFn(beam.DoFn):
                 release=True,
             )
             del chip_obs
-            yield chip, request
+            if self._bundle is not None:
+                try:
+                    request.items = inference.prepare_items(self._bundle, request)
+                except Exception as e:  # this chip's inputs: its dead letter, not the job's
+                    request = None
+                    yield "failed", chip, f"prepare failed: {type(e).__name__}: {e}"
+                    continue
+                request.release_observations()
+            yield "chip", chip, request
             del request
-
-    def _fail(self, block: ReadBlock, error: str) -> Iterator:
-        for chip in block.chips:
-            self._failed.inc()
-            log.warning("chip %s dead-lettered: %s", chip.id, error)
-            if self._progress:
-                self._progress.add(1)
-            yield beam.pvalue.TaggedOutput(
-                self.FAILED, (chip.tile.id, ("chip", failed_chip(chip, error)))
-            )
 
 
 class CollectChipFn(beam.DoFn):
@@ -1319,6 +1422,8 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
         p.error(f"--batch-size must be >= 1; got {args.batch_size}")
     if args.read_block < 1:
         p.error(f"--read-block must be >= 1; got {args.read_block}")
+    if args.prefetch < 0:
+        p.error(f"--prefetch must be >= 0; got {args.prefetch}")
     return args, beam_args
 
 
@@ -1656,6 +1761,8 @@ def plan_run(
         sign=not args.no_sign,
         compute_dtype=dtype,
         retry_failed=args.retry_failed,
+        prefetch=args.prefetch,
+        share_model=args.share_model,
     )
     _check_previous_run(out, spec.key, args.overwrite)
     if not files.is_remote(out):

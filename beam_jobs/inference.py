@@ -92,6 +92,10 @@ class EmbedRequest:
     # prepared (`release_observations`), so a batch's observations are not held while the
     # model runs; `obs` keeps its window and read errors.
     release: bool = False
+    # A window request only: its model items, prepared by the reader (`embed`'s prefetching
+    # reader thread prepares chips while the model runs) with `obs` already released; None:
+    # the handler prepares `obs`.
+    items: list[dict[str, np.ndarray]] | None = None
     _bytes: int | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -108,10 +112,20 @@ class EmbedRequest:
         """Model items this request becomes: 1 for a window, N for a point set."""
         return self.obs.spatial_shape[0] if self.is_points else 1
 
+    def take_items(self) -> list[dict[str, np.ndarray]] | None:
+        """The prepared items, handed over once (the request no longer holds them;
+        num_bytes keeps their size)."""
+        if self.items is not None and self._bytes is None:
+            self._bytes = self.num_bytes
+        items, self.items = self.items, None
+        return items
+
     @property
     def num_bytes(self) -> int:
         if self._bytes is not None:
             return self._bytes
+        if self.items is not None:
+            return sum(v.nbytes for it in self.items for v in it.values())
         return sum(
             sf.values.nbytes + sf.valid.nbytes + sf.times_ms.nbytes
             for sf in self.obs.sources.values()
@@ -241,7 +255,10 @@ def take_points(obs: Observations, start: int, end: int) -> Observations:
 
 
 def prepare_items(bundle: EmbeddingBundle, request: EmbedRequest) -> list[dict[str, np.ndarray]]:
-    """A request -> the model items it becomes (one per window, one per point)."""
+    """A request -> the model items it becomes (one per window, one per point); a request
+    the reader prepared hands over its items."""
+    if (items := request.take_items()) is not None:
+        return items
     if not request.is_points:
         h, w = request.obs.spatial_shape
         if h != w:

@@ -201,6 +201,10 @@ class Bundle:
         `summary_max_frames` frames per source."""
         batch = {k: feats[k][None] for k in features.example_keys()}
         del feats
+        # the frames the window has (rounded up to SUMMARY_FRAME_STEP): the padding frames
+        # add 0 to every sum and are left out of the sort, so the summary is that of all
+        # `n` (to float rounding), for ~40% less normalization and harmonics
+        batch = features.trim_padding_frames(batch, SUMMARY_FRAME_STEP)
         # per strip of rows (the summary is per pixel): the normalized 96-frame inputs and
         # the summary's sort exist for STRIP_ROWS rows at a time, not for the whole chip
         p = batch[f"{sensors.SOURCE_IDS[0]}/valid"].shape[2]
@@ -209,7 +213,7 @@ class Bundle:
             part = {
                 k: v[:, :, r0 : r0 + STRIP_ROWS] if _spatial(k) else v for k, v in batch.items()
             }
-            inputs = features.to_model_inputs(part, self._norm, max_frames=n)
+            inputs = features.to_model_inputs(part, self._norm, max_frames=n, pad=False)
             rows = self._summary(inputs)[0]
             if r0 == 0:
                 out = np.empty((p, p, rows.shape[-1]), np.float32)

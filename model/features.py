@@ -105,8 +105,12 @@ def to_model_inputs(
     norm: Mapping[str, tuple[np.ndarray, np.ndarray]],
     *,
     max_frames: int,
+    pad: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Batched example features (leading B) -> the model's input arrays (module docstring)."""
+    """Batched example features (leading B) -> the model's input arrays (module docstring).
+
+    `pad` False keeps a source with fewer than `max_frames` frames at its own count (no
+    padding frames appended; `trim_padding_frames` made it shorter)."""
     period = np.asarray(feats["valid_period"], np.int64).reshape(-1, 2)
     t0 = period[:, 0]
     out: dict[str, np.ndarray] = {
@@ -120,8 +124,8 @@ def to_model_inputs(
         band_valid = np.asarray(feats[f"{s}/band_valid"], bool)
         times = np.asarray(feats[f"{s}/times_ms"], np.int64)
         geometry = feats.get(f"{s}/geometry")
-        t_keep = 1 if sensor.is_static else max_frames
         n = values.shape[1]
+        t_keep = 1 if sensor.is_static else (max_frames if pad else min(n, max_frames))
         if n != t_keep:
             if n > t_keep:
                 idx = _frame_subset(n, frame_valid, t_keep)
@@ -133,12 +137,12 @@ def to_model_inputs(
                     ],
                     axis=1,
                 )
-            pad = idx < 0
-            idx = np.where(pad, 0, idx)
+            gap = idx < 0
+            idx = np.where(gap, 0, idx)
 
-            def take(a, idx=idx, pad=pad):
+            def take(a, idx=idx, gap=gap):
                 g = np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
-                return np.where(pad.reshape(pad.shape + (1,) * (a.ndim - 2)), 0, g)
+                return np.where(gap.reshape(gap.shape + (1,) * (a.ndim - 2)), 0, g)
 
             values, valid, frame_valid = take(values), take(valid), take(frame_valid)
             band_valid, times = take(band_valid), take(times)
@@ -211,6 +215,31 @@ def quantile_summary(inputs: Mapping[str, np.ndarray], quantiles: Sequence[float
         b, _, h, w = np.shape(inputs[f"{sensors.SOURCE_IDS[0]}/mask"])
         return np.zeros((b, h, w, 0), np.float32)
     return np.concatenate(cols, -1)
+
+
+def trim_padding_frames(feats: Mapping[str, np.ndarray], multiple: int) -> dict:
+    """Batched example features without the trailing frames no example of the batch has
+    (`frame_valid` False in every row), per time-varying source: the frames up to the last
+    used one, rounded up to `multiple` (so few shapes compile), at least `multiple` (never
+    one: a one-frame source reads as static). Views, no copies; `to_model_inputs(...,
+    pad=False)` keeps the shorter sources as they are. Inference's 96-frame summary arrays
+    are mostly padding (the demo region: 73 Sentinel-2 frames, 45-46 of Sentinel-1 and
+    Landsat, 12 of ERA5); what the padding frames add to the summary is zero.
+    """
+    out = dict(feats)
+    for s in sensors.SOURCE_IDS:
+        fv = np.asarray(feats[f"{s}/frame_valid"], bool)
+        t = fv.shape[1]
+        if t <= 1 or sensors.get_sensor(s).is_static:
+            continue
+        used = np.flatnonzero(fv.any(axis=0))
+        last = int(used[-1]) + 1 if len(used) else 0
+        keep = min(t, max(multiple, -(-last // multiple) * multiple))
+        if keep < t:
+            for k in ("values", "valid", "times_ms", "frame_valid", "band_valid", "geometry"):
+                if f"{s}/{k}" in out:
+                    out[f"{s}/{k}"] = out[f"{s}/{k}"][:, :keep]
+    return out
 
 
 def drop_padding_frames(inputs: Mapping[str, np.ndarray], multiple: int = 4) -> dict:

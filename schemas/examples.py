@@ -276,8 +276,9 @@ def _source_inputs(
     frames: SourceFrames | None, *, source: str, patch_size: int
 ) -> tuple[SourceFrames, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """What `_source_arrays` reads of one source's frames, before any frame is chosen:
-    (frames in registry bands, model-transformed values, valid (T, H, W), band_valid (T, C),
-    time order, clear fraction in time order); None without frames."""
+    (frames in registry bands, model-transformed values (0 where a value is not usable),
+    valid (T, H, W), band_valid (T, C), time order, clear fraction in time order); None
+    without frames."""
     if frames is None or frames.num_frames == 0:
         return None
     if frames.spatial_shape != (patch_size, patch_size):
@@ -288,6 +289,9 @@ def _source_inputs(
     frames = frames.with_registry_bands()
     v = sensors.model_transform(source, frames.values)
     ok, has_band = valid_masks(frames.valid, v)
+    # zeroed once here where no frame set may use a value (v is model_transform's copy), so
+    # each set of frames (inference builds two) only gathers its frames
+    np.copyto(v, np.float32(0.0), where=~(ok[..., None] & has_band[:, None, None, :]))
     order = np.argsort(frames.times_ms, kind="stable")
     clear = ok.reshape(ok.shape[0], -1).mean(axis=1)[order]
     return frames, v, ok, has_band, order, clear
@@ -312,8 +316,7 @@ def _source_arrays(
         frames, v, ok, has_band, order, clear = prepared
         idx = order[select_frames(clear, t_max, rng)]
         n = len(idx)
-        keep = ok[idx][..., None] & has_band[idx][:, None, None, :]
-        values[:n] = np.where(keep, v[idx], 0.0)
+        np.take(v, idx, axis=0, out=values[:n])  # 0 where not usable (`_source_inputs`)
         valid[:n] = ok[idx]
         band_valid[:n] = has_band[idx]
         times[:n] = frames.times_ms[idx]

@@ -402,6 +402,57 @@ def test_one_chip_and_many_chips_agree(clean_run, sim_catalog, aoi_file, fake_mo
     assert compared > 3000
 
 
+def test_reading_ahead_and_in_line_write_the_same_tiles(
+    clean_run, sim_catalog, aoi_file, fake_model, tmp_path
+):
+    """The reader thread (--prefetch, default 2, blocks of 2 x 2 chips) and reading in line
+    (--prefetch 0: the handler prepares) or one chip at a time write the same files byte for
+    byte (the manifest's `run` aside) and count the same."""
+    from beam_jobs import flags
+
+    assert flags.DEFAULT_PREFETCH > 0
+    out_ahead, counts_ahead = clean_run
+    clean = _files(out_ahead)
+    for extra in (("--prefetch", "0"), ("--prefetch", "1", "--read-block", "1")):
+        out = tmp_path / "_".join(extra).replace("-", "")
+        counts = _run_plan(_argv(sim_catalog, aoi_file, out, *extra, model=fake_model))
+        for k in ("chips", "pixels", "chips_outside_aoi", "tiles_written"):
+            assert counts[k] == counts_ahead[k], (extra, k)
+        other = _files(out)
+        assert sorted(other) == sorted(clean)
+        for name in clean:
+            if name == "manifest.json":
+                a, b = json.loads(clean[name]), json.loads(other[name])
+                a.pop("run"), b.pop("run"), a.pop("runs"), b.pop("runs")
+                assert a == b
+            else:
+                assert clean[name] == other[name], (extra, name)
+
+
+def test_a_chip_the_reader_cannot_prepare_is_dead_lettered(
+    sim_catalog, aoi_file, fake_model, tmp_path, monkeypatch
+):
+    """A chip whose inputs raise in the reader thread's preparation: its dead letter names
+    the error, the other chips and both tiles are written."""
+    prepare = inference.prepare_items
+    bad = []
+
+    def failing(bundle, request):
+        if request.items is None and not bad:  # the reader's first preparation
+            bad.append(request.obs.window)
+            raise ValueError("injected: cannot prepare")
+        return prepare(bundle, request)
+
+    monkeypatch.setattr(inference, "prepare_items", failing)
+    out = tmp_path / "prep"
+    counts = _run_plan(_argv(sim_catalog, aoi_file, out, model=fake_model))
+    assert len(bad) == 1
+    assert counts["chips_failed"] == 1 and counts["chips"] == 15 and counts["tiles_written"] == 2
+    letters = [json.loads(x) for x in (out / "deadletter.jsonl").read_text().splitlines()]
+    assert len(letters) == 1
+    assert letters[0]["error"] == "prepare failed: ValueError: injected: cannot prepare"
+
+
 def _no_tmp_files(out: Path) -> list[str]:
     return [str(p) for p in out.rglob("*") if ".tmp-" in p.name or p.name.startswith(".")]
 

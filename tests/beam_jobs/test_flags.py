@@ -182,4 +182,4 @@ def test_mirrored_defaults_match_their_owners():
     assert flags.SIM_TILE_SIZE == simulation.world.DEFAULT_TILE_SIZE
     assert flags.EXAMPLE_PATCH_SIZE == examples.DEFAULT_PATCH_SIZE
     assert flags.EXAMPLE_MAX_FRAMES == examples.DEFAULT_MAX_FRAMES
-    assert inference.DEFAULT_BATCH_SIZE == flags.DEFAULT_CHIP_BATCH_SIZE == 4
+    assert inference.DEFAULT_BATCH_SIZE == flags.DEFAULT_CHIP_BATCH_SIZE == 2

@@ -97,6 +97,31 @@ def test_drop_padding_frames_keeps_frames_in_use_rounded_up():
     assert out["cop_dem/mask"].shape == (3, 1, 1, 1) and out["period_days"] is x["period_days"]
 
 
+def test_trim_padding_frames_keeps_used_frames_rounded_up_as_views():
+    b = _batch(p=2, t=40)
+    s2, s1 = "sentinel2_l2a", "sentinel1"
+    b[f"{s2}/frame_valid"][0, :17] = True  # 17 frames -> 32 kept (multiple 16)
+    b[f"{s2}/values"][0, :17] = 1.5
+    b[f"{s1}/frame_valid"][0, :3] = True  # 3 -> 16
+    out = features.trim_padding_frames(b, 16)
+    assert out[f"{s2}/values"].shape == (1, 32, 2, 2, 10)
+    assert out[f"{s2}/times_ms"].shape == out[f"{s2}/frame_valid"].shape == (1, 32)
+    assert out[f"{s2}/band_valid"].shape == (1, 32, 10)
+    assert out[f"{s1}/valid"].shape == (1, 16, 2, 2)
+    assert out["era5_land/values"].shape[1] == 16  # no frame at all: `multiple`, never one
+    assert out["cop_dem/values"].shape[1] == 1 and out["valid_period"] is b["valid_period"]
+    assert np.shares_memory(out[f"{s2}/values"], b[f"{s2}/values"])  # a view
+    # pad=False keeps each source at its own count; pad=True pads back to max_frames
+    x = features.to_model_inputs(out, features.normalizer({}), max_frames=40, pad=False)
+    assert x[f"{s2}/x"].shape[1] == 32 and x[f"{s1}/x"].shape[1] == 16
+    assert x["cop_dem/x"].shape[1] == 1
+    full = features.to_model_inputs(b, features.normalizer({}), max_frames=40)
+    np.testing.assert_array_equal(x[f"{s2}/x"], full[f"{s2}/x"][:, :32])
+    assert not full[f"{s2}/x"][:, 32:].any()  # what was left out is padding: zeros
+    padded = features.to_model_inputs(out, features.normalizer({}), max_frames=40)
+    assert padded[f"{s2}/x"].shape[1] == 40 and padded[f"{s1}/x"].shape[1] == 40
+
+
 def test_host_quantile_summary_equals_the_model_s():
     """features.quantile_summary (numpy, inference) gives modules.quantile_summary's numbers:
     frames invalid at some pixels, padding frames, a band missing in a frame, a pixel with no

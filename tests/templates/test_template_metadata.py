@@ -146,6 +146,7 @@ BAD = {
     "patch_size": [*_INT_BAD, "0"],
     "max_frames": [*_INT_BAD, "0"],
     "read_block": [*_INT_BAD, "0"],
+    "prefetch": _INT_BAD,
     "cloud_cover": ["1.5", "-0.1", "", "0.4.1"],
     "eval_fraction": ["1.5", "-0.1", ""],
     "biome": ["arctic", "", "temperate,tropical"],

@@ -6,7 +6,9 @@
 An element is an `EmbedRequest`: the observations of one square window (a chip with its halo)
 or of a point set (H = N, W = 1), and the period its embedding summarizes. The handler turns
 requests into the model's inputs with the bundle's own `prepare` / `prepare_points` (so the
-frame selection and normalization are the ones the bundle was trained with), stacks them into
+frame selection and normalization are the ones the bundle was trained with; a window request
+may arrive prepared, `EmbedRequest.items`: embed's reader thread prepares chips with the same
+`prepare_items` while the model runs), stacks them into
 batches of exactly `batch_size` items (the last one padded with empty inputs, so the jit
 function compiles once per chip size), and returns per request a float32 array of unit vectors:
 (P, P, 64) for a window, (N, 64) for a point set, NaN where a pixel had no valid observation.

@@ -1422,6 +1422,8 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
         p.error(f"--batch-size must be >= 1; got {args.batch_size}")
     if args.read_block < 1:
         p.error(f"--read-block must be >= 1; got {args.read_block}")
+    if args.prefetch is None:
+        args.prefetch = args.batch_size  # the next batch ready when the model ends one
     if args.prefetch < 0:
         p.error(f"--prefetch must be >= 0; got {args.prefetch}")
     return args, beam_args

@@ -46,7 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = str(REPO_ROOT / "model" / "weights" / "tiny")
 # Chips per model call. On CPU the encoder runs one 128 px chip at a time whatever the batch
 # (model/bundle.py encode_chunked); each chip of a batch adds its prepared inputs (~44 MB) while
-# the batch runs, and the reader prepares the next batch meanwhile (DEFAULT_PREFETCH): 2 and 2
+# the batch runs, and the reader prepares the next batch meanwhile (--prefetch): 2 and 2
 # ran the demo region faster than 4 and 4, in less memory (benchmarks/RESULTS.md, embed). Raise
 # it on accelerators (--batch-size 32 on a GPU).
 DEFAULT_CHIP_BATCH_SIZE = 2
@@ -60,10 +60,10 @@ DEFAULT_HALO = 16
 # chip crops (76 MB each) at once, 1.2-1.7 GB of RSS; 2 x 2 (a 224 px read, one batch of 4
 # chips) keeps most of the saving within the 2.5 GB per-worker budget of issue 26.
 DEFAULT_READ_BLOCK = 2
-# Chips prepared ahead of the model by embed's reader thread (beam_jobs/prefetch.py): at most
-# this many wait (~44 MB each for a 128 px chip of the tiny bundle), plus the block in progress;
-# a batch's worth, so the next batch is ready when the model finishes one.
-DEFAULT_PREFETCH = DEFAULT_CHIP_BATCH_SIZE
+# Chips prepared ahead of the model by embed's reader thread (beam_jobs/prefetch.py), unless
+# --prefetch says otherwise: a batch's worth (--batch-size), so the next batch is ready when the
+# model finishes one (~44 MB each for a 128 px chip of the tiny bundle, plus the block in
+# progress).
 
 # build-training-data
 DEFAULT_NUM_SAMPLES = 256
@@ -442,9 +442,9 @@ def embed_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prefetch",
         type=int,
-        default=DEFAULT_PREFETCH,
+        default=None,
         help="chips a reader thread reads and prepares ahead of the model, overlapping "
-        "them with it (0: read and prepare in line)",
+        "them with it (default: --batch-size; 0: read and prepare in line)",
     )
     _add_sources(p, default=None, what="to read (unset: all in the catalog)")
     _add_access(p)

@@ -405,13 +405,12 @@ def test_one_chip_and_many_chips_agree(clean_run, sim_catalog, aoi_file, fake_mo
 def test_reading_ahead_and_in_line_write_the_same_tiles(
     clean_run, sim_catalog, aoi_file, fake_model, tmp_path
 ):
-    """The reader thread (--prefetch, default 2, blocks of 2 x 2 chips) and reading in line
+    """The reader thread (--prefetch, default --batch-size, blocks of 2 x 2 chips) and reading in line
     (--prefetch 0: the handler prepares) or one chip at a time write the same files byte for
     byte (the manifest's `run` aside) and count the same."""
-    from beam_jobs import flags
-
-    assert flags.DEFAULT_PREFETCH > 0
     out_ahead, counts_ahead = clean_run
+    plan = embed.plan_run(_argv(sim_catalog, aoi_file, tmp_path / "plan", model=fake_model))
+    assert plan.spec.prefetch == 4  # --batch-size 4: a batch ahead
     clean = _files(out_ahead)
     for extra in (("--prefetch", "0"), ("--prefetch", "1", "--read-block", "1")):
         out = tmp_path / "_".join(extra).replace("-", "")

@@ -217,13 +217,21 @@ def quantile_summary(inputs: Mapping[str, np.ndarray], quantiles: Sequence[float
     return np.concatenate(cols, -1)
 
 
+def _frames_kept(used: np.ndarray, multiple: int) -> int:
+    """(T,) frames in use -> how many leading frames to keep: up to the last one in use,
+    rounded up to `multiple`, at least `multiple`, at most T."""
+    idx = np.flatnonzero(used)
+    last = int(idx[-1]) + 1 if len(idx) else 0
+    return min(len(used), max(multiple, -(-last // multiple) * multiple))
+
+
 def trim_padding_frames(feats: Mapping[str, np.ndarray], multiple: int) -> dict:
     """Batched example features without the trailing frames no example of the batch has
     (`frame_valid` False in every row), per time-varying source: the frames up to the last
     used one, rounded up to `multiple` (so few shapes compile), at least `multiple` (never
     one: a one-frame source reads as static). Views, no copies; `to_model_inputs(...,
     pad=False)` keeps the shorter sources as they are. Inference's 96-frame summary arrays
-    are mostly padding (the demo region: 73 Sentinel-2 frames, 45-46 of Sentinel-1 and
+    are ~40% padding (the demo region: 73 Sentinel-2 frames, 45-46 of Sentinel-1 and
     Landsat, 12 of ERA5); what the padding frames add to the summary is zero.
     """
     out = dict(feats)
@@ -232,9 +240,7 @@ def trim_padding_frames(feats: Mapping[str, np.ndarray], multiple: int) -> dict:
         t = fv.shape[1]
         if t <= 1 or sensors.get_sensor(s).is_static:
             continue
-        used = np.flatnonzero(fv.any(axis=0))
-        last = int(used[-1]) + 1 if len(used) else 0
-        keep = min(t, max(multiple, -(-last // multiple) * multiple))
+        keep = _frames_kept(fv.any(axis=0), multiple)
         if keep < t:
             for k in ("values", "valid", "times_ms", "frame_valid", "band_valid", "geometry"):
                 if f"{s}/{k}" in out:
@@ -259,9 +265,7 @@ def drop_padding_frames(inputs: Mapping[str, np.ndarray], multiple: int = 4) -> 
         t = mask.shape[1]
         if t <= 1:
             continue
-        used = np.flatnonzero(mask.reshape(mask.shape[0], t, -1).any(axis=(0, 2)))
-        last = int(used[-1]) + 1 if len(used) else 0
-        keep = min(t, max(multiple, -(-last // multiple) * multiple))
+        keep = _frames_kept(mask.reshape(mask.shape[0], t, -1).any(axis=(0, 2)), multiple)
         if keep < t:
             for k in ("x", "mask", "band_mask", "t", "geometry"):
                 if f"{s}/{k}" in out:

@@ -19,7 +19,7 @@ from beam_jobs.io import embeddings
 from model import export, load_bundle
 from model import main as train_main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_compile")]
 
 # The shrunk config of tests/model/conftest.py (`_small_config(steps=12)`, as in test_train's
 # resume test): the same training step, so JAX's persistent compilation cache (tests/conftest.py)

@@ -15,12 +15,14 @@ from schemas import examples, sensors
 from schemas.grid import GridWindow
 from schemas.observations import Observations, SourceFrames
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
+
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory, small_config):
     c = small_config()
     m = modules.create_model(c)
-    params = m.init(jax.random.key(0), features.empty_inputs(1, 2, 4), jax.random.key(1))
+    params = jax.jit(m.init)(jax.random.key(0), features.empty_inputs(1, 2, 4), jax.random.key(1))
     stats = _full_stats()
     stats["sentinel1"]["VV"] = {"mean": -10.0, "std": 3.0, "count": 5}
     out = tmp_path_factory.mktemp("b") / "bundle"
@@ -40,7 +42,7 @@ def test_stats_lacking_an_embedded_source_are_rejected_at_load(tmp_path, small_c
     """Issue 27, case 4: a stats.json without Sentinel-2 normalized S2 with mean 0 / std 1
     silently; now the bundle is refused naming the source, unless it does not embed it."""
     c = small_config()
-    params = modules.create_model(c).init(
+    params = jax.jit(modules.create_model(c).init)(
         jax.random.key(0), features.empty_inputs(1, 2, 4), jax.random.key(1)
     )["params"]
     stats = _full_stats()
@@ -169,7 +171,7 @@ def test_summary_max_frames_summarizes_every_frame(bundle_dir):
     got = b.embed_batch(b.pad_batch([item], 1))[0]
     inputs = features.to_model_inputs(b.stack([item]), b._norm, max_frames=4)
     inputs["pixel_summary"] = summary[None]
-    mu, _ = b._model.apply({"params": b.params}, inputs, method=b._model.encode)
+    mu, _ = b._encode(b.params, inputs)  # the bundle's jitted encoder
     np.testing.assert_allclose(got[1:, 1:], np.asarray(mu)[0, 1:, 1:], atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(got[1:, 1:], axis=-1), 1.0, atol=1e-5)
 

@@ -10,6 +10,8 @@ import pytest
 
 from model import features, modules
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
+
 
 def _inputs(b, p, t, seed=0, drop=()):
     x = features.empty_inputs(b, p, t)
@@ -32,14 +34,21 @@ def _inputs(b, p, t, seed=0, drop=()):
 def model_and_params(small_config):
     c = small_config()
     m = modules.create_model(c)
-    params = m.init(jax.random.key(0), _inputs(1, 4, 4), jax.random.key(1))
+    params = jax.jit(m.init)(jax.random.key(0), _inputs(1, 4, 4), jax.random.key(1))
     return c, m, params
+
+
+def _encode(m, params, inputs):
+    """`m.apply(..., method=m.encode)` jitted: one compile instead of the op-by-op compiles
+    of running the model eagerly (about 3x the CPU). A new trace each call, so a test's
+    monkeypatched module functions are the ones traced."""
+    return jax.jit(lambda p, x: m.apply(p, x, method=m.encode))(params, inputs)
 
 
 @pytest.mark.parametrize("p", [1, 5, 16])
 def test_shapes_and_unit_norm(model_and_params, p):
     c, m, params = model_and_params
-    mu, observed, dec = m.apply(params, _inputs(2, p, 4), jax.random.key(2))
+    mu, observed, dec = jax.jit(m.apply)(params, _inputs(2, p, 4), jax.random.key(2))
     assert mu.shape == (2, p, p, 64)
     assert observed.shape == (2, p, p) and bool(observed.all())
     np.testing.assert_allclose(jnp.linalg.norm(mu, axis=-1), 1.0, atol=1e-5)
@@ -50,10 +59,10 @@ def test_shapes_and_unit_norm(model_and_params, p):
 def test_any_subset_of_sources(model_and_params):
     c, m, params = model_and_params
     only_s1 = _inputs(1, 8, 4, drop=("sentinel2_l2a", "landsat_c2l2", "era5_land", "cop_dem"))
-    mu, observed = m.apply(params, only_s1, method=m.encode)
+    mu, observed = _encode(m, params, only_s1)
     assert bool(observed.all()) and np.all(np.isfinite(mu))
     nothing = features.empty_inputs(1, 8, 4)
-    _, observed = m.apply(params, nothing, method=m.encode)
+    _, observed = _encode(m, params, nothing)
     assert not bool(observed.any())
 
 
@@ -65,8 +74,8 @@ def test_unobserved_pixel_does_not_change_others(model_and_params):
     y["sentinel2_l2a/mask"][0, 1] = 0
     z = {k: v.copy() for k, v in y.items()}
     z["sentinel2_l2a/x"][0, 1] = 1e3
-    a = m.apply(params, y, method=m.encode)[0]
-    b = m.apply(params, z, method=m.encode)[0]
+    a = _encode(m, params, y)[0]
+    b = _encode(m, params, z)[0]
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -113,7 +122,7 @@ def test_point_shortcuts_equal_the_padded_computations(model_and_params, monkeyp
     c, model, params = model_and_params
     inputs = _inputs(3, 1, 4, seed=4)
     inputs["sentinel2_l2a/mask"][0, 1:] = 0
-    fast = model.apply(params, inputs, method=model.encode)[0]
+    fast = _encode(model, params, inputs)[0]
     pool = modules.masked_pool
 
     def padded_pool(x, mask, factor):
@@ -126,7 +135,7 @@ def test_point_shortcuts_equal_the_padded_computations(model_and_params, monkeyp
     monkeypatch.setattr(modules, "masked_pool", padded_pool)
     monkeypatch.setattr(modules, "_conv_or_center_tap", jax.lax.conv_general_dilated)
     monkeypatch.setattr(modules, "_single_key_attention", nn.dot_product_attention)
-    slow = model.apply(params, inputs, method=model.encode)[0]
+    slow = _encode(model, params, inputs)[0]
     np.testing.assert_allclose(fast, slow, atol=1e-6)
 
 
@@ -164,10 +173,8 @@ def test_dropping_padding_frames_keeps_mu(model_and_params):
     inputs["sentinel2_l2a/mask"][2, 1:] = 0
     trimmed = features.drop_padding_frames(inputs)
     assert trimmed["era5_land/mask"].shape[1] == 4 and trimmed["sentinel1/mask"].shape[1] == 8
-    full = model.apply(params, inputs, method=model.encode)[0]
-    np.testing.assert_allclose(
-        model.apply(params, trimmed, method=model.encode)[0], full, atol=1e-6
-    )
+    full = _encode(model, params, inputs)[0]
+    np.testing.assert_allclose(_encode(model, params, trimmed)[0], full, atol=1e-6)
 
 
 def test_harmonic_summary_hand_computed():
@@ -242,7 +249,7 @@ def test_mu_starts_as_a_linear_map_of_the_pixel_summary(model_and_params):
     """The deep path's gate starts at 0: at init mu is the normalized linear skip alone."""
     c, m, params = model_and_params
     x = _inputs(1, 3, 4)
-    mu, _ = m.apply(params, x, method=m.encode)
+    mu, _ = _encode(m, params, x)
     p = params["params"]["summarizer"]
     assert float(p["deep_gate"]) == 0.0
     h = modules.pixel_summary(x, c.model)

@@ -18,7 +18,7 @@ import pytest
 
 from model import features, input_pipeline, train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_compile")]
 
 
 def _leaves(state):

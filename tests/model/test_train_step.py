@@ -14,7 +14,7 @@ import pytest
 
 from model import features, input_pipeline, modules, train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_compile")]
 
 
 def _leaves(state):

@@ -539,6 +539,9 @@ def preprocessing_fn(inputs: dict) -> dict:
         n = tf.stack([inputs[stat_key(source, b, "count")] for b in bands], axis=1)
         m32 = tf.stack([inputs[stat_key(source, b, "mean")] for b in bands], axis=1)
         m2 = tf.stack([inputs[stat_key(source, b, "m2")] for b in bands], axis=1)
+        # Sums in float64: the runner combines partial sums in no fixed order, and float64
+        # rounding differences (~1e-16) vanish in the float32 outputs (TFT outputs no
+        # float64), so a rebuild writes the same statistics and trains the same model.
         nf = tf.cast(n, tf.float64)
         m = tf.cast(m32, tf.float64)
         total = tft.sum(n, reduce_instance_dims=False, name=f"{source}__count")
@@ -546,12 +549,14 @@ def preprocessing_fn(inputs: dict) -> dict:
         mean = tf.math.divide_no_nan(
             tft.sum(nf * m, reduce_instance_dims=False, name=f"{source}__sum"), total_f
         )
+        # Second pass on the first's mean: a sum of non-negative terms, no cancellation.
         m2_total = tft.sum(
             tf.cast(m2, tf.float64) + nf * tf.square(m - mean),
             reduce_instance_dims=False,
             name=f"{source}__m2",
         )
         var = tf.math.divide_no_nan(m2_total, total_f)
+        # No valid value at all: identity normalization rather than 0/0.
         std = tf.where(total > 0, tf.sqrt(var), tf.constant(1.0, tf.float64))
         for i, band in enumerate(bands):
             mi, ni = m[:, i], n[:, i]

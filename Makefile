@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 JOBS ?= 2
 PRETRAIN_WORK ?= pretrain_work
+# glibc's malloc with transparent huge pages for large arrays (beam_jobs/cli.py,
+# MALLOC_TUNABLE: `earthembed` sets it for its jobs; here for pytest and scripts too).
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: venv demo test lint format bench pretrain constraints clean templates
 

@@ -7,7 +7,8 @@ JAX take seconds to import, help takes none of them.
 Run as a program (`earthembed ...`, `python -m beam_jobs.cli ...`), a command runs in a child
 process watched by this small one: when the kernel kills the job (SIGKILL, exit 137: most
 often the out-of-memory killer, which leaves no trace in the job's own log), the watcher says
-so and how to resume, and exits 137.
+so and how to resume, and exits 137. Before that, on glibc, the program re-executes itself once
+with glibc's malloc tunable for transparent huge pages (`malloc_environ`, below).
 """
 
 from __future__ import annotations
@@ -110,6 +111,50 @@ JOBS: dict[str, Command] = {
 }
 
 
+# glibc's malloc gives every array above its mmap threshold (1 MiB in the jobs:
+# inference.bound_heap) fresh pages from the kernel and returns them when it is freed, so
+# each model batch faults its activations in 4 KiB at a time: 22 M page faults and 73 of
+# 199 CPU-s in the kernel for the demo region's embed. With this tunable (glibc >= 2.35)
+# malloc asks for transparent huge pages (madvise) for those mappings: 2 MiB faults, the same
+# bytes out (benchmarks/RESULTS.md, embed). Read by the dynamic loader at start-up only, hence
+# the re-execution. Unknown to older glibc (ignored); a user's own setting of it is kept
+# (`GLIBC_TUNABLES=glibc.malloc.hugetlb=0` turns it off).
+MALLOC_TUNABLE = ("glibc.malloc.hugetlb", "1")
+
+
+def malloc_environ(environ: dict[str, str]) -> dict[str, str] | None:
+    """`environ` with MALLOC_TUNABLE added to GLIBC_TUNABLES, or None when it is there already
+    (set by us or by the user, to any value) or this is not Linux on glibc >= 2.35."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # "glibc 2.36"
+        if libc != "glibc" or tuple(int(v) for v in version.split(".")[:2]) < (2, 35):
+            return None
+    except (ValueError, OSError, AttributeError):
+        return None
+    name, value = MALLOC_TUNABLE
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if any(t.split("=")[0] == name for t in tunables.split(":")):
+        return None
+    return {
+        **environ,
+        "GLIBC_TUNABLES": f"{tunables}:{name}={value}" if tunables else f"{name}={value}",
+    }
+
+
+def reexec_with_malloc_tunables() -> None:
+    """Replace this process by the same command line (`sys.orig_argv`) with malloc_environ's
+    environment; returns without doing anything when there is nothing to add (so the
+    re-executed process goes on) or the interpreter's path is unknown."""
+    env = malloc_environ(dict(os.environ))
+    if env is None or not sys.executable or not getattr(sys, "orig_argv", None):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
 def _usage() -> str:
     lines = ["usage: earthembed <command> [options]", "", "commands:"]
     for name, command in JOBS.items():
@@ -195,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up INFO lines (CPU features, no CUDA) say nothing to a user;
     # its warnings and errors still print.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    if watch:
+        reexec_with_malloc_tunables()
 
     def job() -> int:
         module = _import(cmd, command.module)

@@ -66,4 +66,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from beam_jobs.cli import reexec_with_malloc_tunables
+
+    reexec_with_malloc_tunables()  # the malloc `earthembed` runs its jobs with
     main()

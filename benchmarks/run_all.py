@@ -304,4 +304,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from beam_jobs.cli import reexec_with_malloc_tunables
+
+    reexec_with_malloc_tunables()  # the malloc `earthembed` runs its jobs with
     sys.exit(run())

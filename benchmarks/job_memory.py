@@ -23,18 +23,24 @@ import sys
 import time
 
 
+def sampler_args(
+    argv: list[str] | None, prog: str, every: float
+) -> tuple[argparse.Namespace, list[str]]:
+    """`[--every S] -- COMMAND ARGS...` (sys.argv's when `argv` is None) -> (options, command)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        raise SystemExit(f"usage: python -m {prog} [--every S] -- COMMAND ARGS...")
+    i = argv.index("--")
+    p = argparse.ArgumentParser(prog=f"python -m {prog}")
+    p.add_argument("--every", type=float, default=every, help="sampling period (s)")
+    return p.parse_args(argv[:i]), argv[i + 1 :]
+
+
 def run(argv: list[str] | None = None) -> int:
     from beam_jobs import cli
     from benchmarks.engines import PeakMemory
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" not in argv:
-        raise SystemExit("usage: python -m benchmarks.job_memory [--every S] -- COMMAND ARGS...")
-    i = argv.index("--")
-    p = argparse.ArgumentParser(prog="python -m benchmarks.job_memory")
-    p.add_argument("--every", type=float, default=0.1, help="sampling period (s)")
-    args = p.parse_args(argv[:i])
-    command = argv[i + 1 :]
+    args, command = sampler_args(argv, "benchmarks.job_memory", 0.1)
     started = time.perf_counter()
     with PeakMemory(args.every) as mem:
         try:

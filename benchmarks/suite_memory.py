@@ -15,13 +15,14 @@ are lower bounds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import time
 
 import psutil
+
+from benchmarks.job_memory import sampler_args
 
 
 def sample(root: psutil.Process) -> list[tuple[int, int, str]]:
@@ -38,14 +39,7 @@ def sample(root: psutil.Process) -> list[tuple[int, int, str]]:
 
 
 def run(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" not in argv:
-        raise SystemExit("usage: python -m benchmarks.suite_memory [--every S] -- COMMAND ARGS...")
-    i = argv.index("--")
-    p = argparse.ArgumentParser(prog="python -m benchmarks.suite_memory")
-    p.add_argument("--every", type=float, default=3.0, help="sampling period (s)")
-    args = p.parse_args(argv[:i])
-    command = argv[i + 1 :]
+    args, command = sampler_args(argv, "benchmarks.suite_memory", 3.0)
     started = time.perf_counter()
     proc = subprocess.Popen(command)
     root = psutil.Process(proc.pid)

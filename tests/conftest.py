@@ -13,6 +13,8 @@
   optimizations.
 - The files known to be long run first (`HEAVY_FIRST`), so the two workers finish together
   instead of one running a long file alone at the end.
+- The files that compile training steps (`ONE_WORKER`, 4-6 GB each at their peak) run one
+  after the other on one worker (one xdist work unit), never side by side.
 - EARTHEMBED_TEST_RSS=FILE: each test's peak resident memory and CPU seconds (setup to
   teardown, in its worker's process; the largest child waited for so far, and the children's
   CPU) appended to FILE, to find what drives a worker's memory and time (`sort -n FILE`).
@@ -68,6 +70,31 @@ def pytest_configure(config: pytest.Config) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+# The files that compile training steps: 4.0-5.8 GB resident each at their peak (the other
+# files 1.7-2.6 GB). Run side by side on the two workers they summed to 10.5 GB; as one
+# work unit they run one after the other on one worker, in HEAVY_FIRST's order.
+ONE_WORKER = (
+    "tests/e2e/test_chain.py",
+    "tests/model/test_train.py",
+    "tests/model/test_train_step.py",
+)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """--dist loadfile with the ONE_WORKER files as one work unit (xdist's own scheduler
+    otherwise: a file is a unit, handed out in collection order)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class _OneWorkerFiles(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return ONE_WORKER[0] if scope in ONE_WORKER else scope
+
+    return _OneWorkerFiles(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     """The long files first (stable otherwise): --dist loadfile hands out files in this order."""
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
@@ -107,14 +134,10 @@ def pytest_runtest_protocol(item, nextitem):
         )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _release_memory_after_each_file():
-    """After each test file: drop the worker's compiled JAX executables and cached training
-    steps, and give freed heap pages back. An xdist worker lives for the whole run, and what
-    one file compiled (a training step is hundreds of MB of kernels) otherwise stays resident
-    to the end: the two workers' sum grew to ~11 GB by the last files. A later file that needs
-    the same function loads it from the persistent compilation cache."""
-    yield
+def release_memory() -> None:
+    """Drop this process's compiled JAX executables and cached training steps, and give freed
+    heap pages back. A later test that needs the same function loads it from the persistent
+    compilation cache (the trace, seconds, not the compile)."""
     import gc
 
     if "jax" in sys.modules:
@@ -122,8 +145,31 @@ def _release_memory_after_each_file():
     if (train := sys.modules.get("model.train")) is not None:
         train._STEP_FNS.clear()  # noqa: SLF001  (the process's reuse of jitted steps)
     gc.collect()
-    if (inference := sys.modules.get("beam_jobs.inference")) is not None:
-        inference.trim_heap()
+    # Imported here, not looked up in sys.modules: in a file that never imported it the
+    # trim was skipped, and glibc kept a freed step compile's ~2.3 GB of pages resident.
+    from beam_jobs.inference import trim_heap
+
+    trim_heap()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_memory_after_each_file():
+    """After each test file: `release_memory`. An xdist worker lives for the whole run, and
+    what one file compiled (a training step is hundreds of MB of kernels, its compile 1.5 GB
+    at its peak) otherwise stays resident to the end: the two workers' sum grew to ~11 GB by
+    the last files."""
+    yield
+    release_memory()
+
+
+@pytest.fixture
+def release_memory_after():
+    """`release_memory` after the test too: for tests that compile a training step the next
+    test does not use, so that it is not resident while the next one compiles its own.
+    Yields `release_memory`, for a test that releases midway. (Not for tests that run a
+    model eagerly: they share the many small per-operation compiles a release would drop.)"""
+    yield release_memory
+    release_memory()
 
 
 @pytest.fixture(scope="module")

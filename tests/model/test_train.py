@@ -1,6 +1,6 @@
 """model/train.py's loop: the loss falls, resume is exact (with and without a label window),
-batches resume, metrics are written. One step and the loss terms: test_train_step.py (a file
-of its own, so that `pytest --dist loadfile` runs the two on two workers).
+batches resume, metrics are written. One step and the loss terms: test_train_step.py (run on
+the same worker, after this file: tests/conftest.py's ONE_WORKER).
 
 Each distinct training step costs a compile of ~100 CPU s; the tests share two: the label
 window's (`_WINDOW`: the loss-falls and window-resume tests) and `small_config(steps=12)`
@@ -18,7 +18,7 @@ import pytest
 
 from model import features, input_pipeline, train
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_compile")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_compile", "release_memory_after")]
 
 
 def _leaves(state):

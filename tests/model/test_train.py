@@ -18,7 +18,7 @@ import pytest
 
 from model import features, input_pipeline, train
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_compile", "release_memory_after")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_compile")]
 
 
 def _leaves(state):
@@ -52,6 +52,26 @@ def test_tiny_training_lowers_the_loss(tiny_td, tmp_path, small_config):
     assert int(state.step) == 200
     assert (tmp_path / "config.json").exists() and (tmp_path / "stats.json").exists()
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+
+
+@pytest.mark.usefixtures("release_memory_after")  # the last test of the window's step
+def test_resume_with_the_label_window_ends_with_the_same_parameters(
+    tiny_td, tmp_path, small_config
+):
+    # The loss-falls test's config (its compiled step, kept by train.shard_training), run to
+    # step 8 of its 200: resuming at step 5 refills the window with the batches of steps 1-4
+    # as they were.
+    c = _window_config(small_config, checkpoint_every=5)
+    full = train.train_and_evaluate(
+        c, str(tmp_path / "full"), [str(tiny_td)], stop_after=8, progress=False
+    )
+    part = tmp_path / "part"
+    train.train_and_evaluate(c, str(part), [str(tiny_td)], stop_after=5, progress=False)
+    assert sorted(os.listdir(part / "checkpoints")) == ["5"]
+    resumed = train.train_and_evaluate(c, str(part), [str(tiny_td)], stop_after=8, progress=False)
+    assert int(full.step) == int(resumed.step) == 8
+    for a, b in zip(_leaves(full), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_resume_ends_with_the_same_parameters(tiny_td, tmp_path, small_config):
@@ -108,21 +128,3 @@ def test_label_window_keeps_labelled_pixels_of_the_last_steps_as_strips(tiny_td,
         out = window.add(raw, step)
     assert out["landcover"].shape == (12, 1, 5)
     assert np.all(out["landcover"][-4:] == window.strips(raw, 3)[1])
-
-
-def test_resume_with_the_label_window_ends_with_the_same_parameters(
-    tiny_td, tmp_path, small_config
-):
-    # The loss-falls test's config (its compiled step), run to step 8 of its 200: resuming at
-    # step 5 refills the window with the batches of steps 1-4 as they were.
-    c = _window_config(small_config, checkpoint_every=5)
-    full = train.train_and_evaluate(
-        c, str(tmp_path / "full"), [str(tiny_td)], stop_after=8, progress=False
-    )
-    part = tmp_path / "part"
-    train.train_and_evaluate(c, str(part), [str(tiny_td)], stop_after=5, progress=False)
-    assert sorted(os.listdir(part / "checkpoints")) == ["5"]
-    resumed = train.train_and_evaluate(c, str(part), [str(tiny_td)], stop_after=8, progress=False)
-    assert int(full.step) == int(resumed.step) == 8
-    for a, b in zip(_leaves(full), _leaves(resumed), strict=True):
-        np.testing.assert_array_equal(a, b)

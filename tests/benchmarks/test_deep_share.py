@@ -75,3 +75,29 @@ def test_summary_and_knockout_are_the_shipped_models_own(shipped_bundle, realdat
     ko = embed_pixels(deep_share.knockout(b).embed, ds)
     np.testing.assert_allclose(mu, ko, atol=2e-5)
     assert deep_share.explained(mu, ko) > 1 - 1e-6
+
+
+def test_ablation_pairs_each_version_with_the_baseline_and_with_both(realdata_dir):
+    """A regression target that `both` and `deep_only` carry exactly and `summary_only` not at
+    all: on the same draws, deep_only differs from both by 0 on every draw and summary_only
+    is worse; the baseline is the designed features' best entry."""
+    n = 60
+    ds = _points(realdata_dir, n)
+    rng = np.random.default_rng(3)
+    y = rng.uniform(0.0, 100.0, n)
+    ds.targets, ds.is_test = y, np.arange(n) % 3 == 0
+    exact = np.stack([y / 100.0, np.zeros(n)], 1)
+    vectors = {"both": exact, "deep_only": exact.copy(), "summary_only": rng.normal(size=(n, 2))}
+    table = deep_share.ablation(ds, vectors, repeats=4)
+    assert list(table) == ["10", "100", "max"]
+    for bk, row in table.items():
+        d = row["deep_only"]["vs_both"]
+        assert d["diff_mean"] == 0.0 and d["diff_ci95"] == [0.0, 0.0]
+        assert d["n"] == (1 if bk == "max" else 4)
+        worse = row["summary_only"]["vs_both"]
+        assert worse["diff_mean"] > 5.0 and worse["embedding_better"] == 0.0  # MAE up
+        assert row["best_baseline"]["name"] not in deep_share.VERSIONS
+    # with the whole pool, kNN (k=5) on the exact target's line misses by under the spacing
+    assert table["max"]["both"]["error"] < 10.0 < table["max"]["summary_only"]["error"]
+    text = deep_share.ablation_markdown("pts", table, regression=True)
+    assert text.count("| summary_only |") == 3 and "MAE" in text

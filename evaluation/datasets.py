@@ -500,13 +500,23 @@ def _heldout_sim(
         f"simeval_{seed}_{biome}_{round(size_km * 1000)}m_{years.replace(',', '_')}{tag}"
     )
     if not (sim_dir / "catalog.json").exists():
-        argv = ["--out", str(sim_dir), "--bbox", heldout_sim_bbox(biome, size_km)]
-        argv += ["--years", years, "--seed", str(seed), "--biome", biome]
-        if sources:
-            argv += ["--sources", ",".join(sources)]
         log.info("simulating held-out %s (seed %d, %s, %g km)", sim_dir, seed, biome, size_km)
-        simulate.run(argv)
+        simulate.run(heldout_sim_argv(sim_dir, seed, biome, size_km=size_km, sources=sources))
     return sim_dir
+
+
+def heldout_sim_argv(
+    sim_dir: Path, seed: int, biome: str, *, size_km: float, sources: Sequence[str] | None
+) -> list[str]:
+    """`earthembed simulate`'s arguments for a held-out region. The box is passed as
+    `--bbox=...`: west of Greenwich or south of the equator (the tropical footprint) it
+    starts with '-', which argparse would read as an option after a separate `--bbox`."""
+    years = ",".join(str(y) for y in SIM_EVAL_YEARS)
+    argv = ["--out", str(sim_dir), f"--bbox={heldout_sim_bbox(biome, size_km)}"]
+    argv += ["--years", years, "--seed", str(seed), "--biome", biome]
+    if sources:
+        argv += ["--sources", ",".join(sources)]
+    return argv
 
 
 def _sim_window(sim_dir: Path, year: int) -> tuple[GridWindow, np.ndarray]:

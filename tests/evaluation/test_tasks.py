@@ -165,6 +165,19 @@ def test_heldout_footprint_is_disjoint_from_the_pretraining_one():
         assert 2500 <= hw.width * 10 <= 2700 and hw.x0 > dw.x0 + dw.width * 10
 
 
+def test_heldout_sim_argv_parses_for_both_biomes(tmp_path):
+    """The tropical footprint lies west of Greenwich and south of the equator: its box
+    starts with '-' and still reaches simulate as the box (it once read as an option)."""
+    from beam_jobs import flags
+
+    for biome in ("tropical", "temperate"):
+        argv = datasets.heldout_sim_argv(tmp_path, 303, biome, size_km=2.56, sources=None)
+        args = flags.simulate_parser().parse_args(argv)
+        assert args.bbox == datasets.heldout_sim_bbox(biome, 2.56)
+        assert (args.years, args.seed, args.biome) == ("2021,2022", 303, biome)
+    assert datasets.heldout_sim_bbox("tropical", 2.56).startswith("-")
+
+
 def test_peak_lai_truth():
     import simulation
     from simulation import world as W

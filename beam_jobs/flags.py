@@ -204,11 +204,7 @@ def _add_observations(where, *, required: bool = False) -> None:
 
 
 def _add_bbox(where, note: str = "") -> None:
-    where.add_argument(
-        "--bbox",
-        help=f"lon/lat minx,miny,maxx,maxy (EPSG:4326); a box starting with '-' (west of "
-        f"Greenwich) is written --bbox=-60.1,-3.2,-60.0,-3.1{note}",
-    )
+    where.add_argument("--bbox", help=f"lon/lat minx,miny,maxx,maxy (EPSG:4326){note}")
 
 
 def _add_aoi(where) -> None:

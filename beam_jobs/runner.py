@@ -16,7 +16,9 @@ import difflib
 import importlib
 import logging
 import os
+import re
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
@@ -69,6 +71,28 @@ def unknown_args(beam_args: Sequence[str]) -> list[str]:
     return unknown
 
 
+# A list of numbers whose first is negative: `--bbox -60.1,-3.2,-60.0,-3.1`, `--query -60.1,-3.2`.
+_NEGATIVE_LIST = re.compile(r"-\d[\d.]*(e-?\d+)?(,\s*-?\d[\d.]*(e-?\d+)?)+")
+
+
+def join_negative_lists(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """`--opt -60.1,-3.2` -> `--opt=-60.1,-3.2` for an option of `parser` that takes a value.
+
+    argparse reads any argument that starts with '-' and is not a plain number as an option,
+    so a box or a point west of Greenwich after a separate option name failed ("expected one
+    argument"); the joined form is what argparse reads as that option's value.
+    """
+    out: list[str] = []
+    for arg in argv:
+        prev = out[-1] if out else ""
+        action = parser._option_string_actions.get(prev)
+        if action is not None and action.nargs != 0 and _NEGATIVE_LIST.fullmatch(arg):
+            out[-1] = f"{prev}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def parse_job_args(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> tuple[argparse.Namespace, list[str]]:
@@ -76,8 +100,10 @@ def parse_job_args(
 
     Beam itself only logs "Discarding unparseable args" and runs, so a mistyped option
     (`--batchsize 2`) would silently run with the default: `parser.error` exits 2 instead,
-    naming the arg and the closest known option.
+    naming the arg and the closest known option. A number list starting with '-' after its
+    option's name is that option's value (`join_negative_lists`).
     """
+    argv = join_negative_lists(parser, sys.argv[1:] if argv is None else argv)
     args, rest = parser.parse_known_args(argv)
     unknown = unknown_args(rest)
     if unknown:

@@ -508,9 +508,8 @@ def _heldout_sim(
 def heldout_sim_argv(
     sim_dir: Path, seed: int, biome: str, *, size_km: float, sources: Sequence[str] | None
 ) -> list[str]:
-    """`earthembed simulate`'s arguments for a held-out region. The box is passed as
-    `--bbox=...`: west of Greenwich or south of the equator (the tropical footprint) it
-    starts with '-', which argparse would read as an option after a separate `--bbox`."""
+    """`earthembed simulate`'s arguments for a held-out region (`--bbox=...`: west of
+    Greenwich, as the tropical footprint is, the box starts with '-')."""
     years = ",".join(str(y) for y in SIM_EVAL_YEARS)
     argv = ["--out", str(sim_dir), f"--bbox={heldout_sim_bbox(biome, size_km)}"]
     argv += ["--years", years, "--seed", str(seed), "--biome", biome]

@@ -82,3 +82,22 @@ def test_setup_logging_quiets_library_info_and_ignorable_warnings():
         for lg, level, filters in saved:
             lg.setLevel(level)
             lg.filters[:] = filters
+
+
+def test_negative_number_lists_after_an_option_name_are_its_value():
+    """A box or point west of Greenwich after a separate option name (argparse alone reads
+    '-60.1,...' as an option: "expected one argument")."""
+    from beam_jobs import flags
+
+    box = "-51.949189,-3.433122,-51.926167,-3.409987"
+    argv = ["--out", "o", "--bbox", box, "--seed", "-3", "--years", "2021"]
+    args, rest = runner.parse_job_args(flags.simulate_parser(), argv)
+    assert (args.bbox, args.seed, args.years, rest) == (box, -3, "2021", [])
+    with pytest.raises(SystemExit):  # what the join is for
+        flags.simulate_parser().parse_args(["--out", "o", "--bbox", box])
+    # only after an option that takes a value, and only number lists
+    p = flags.simulate_parser()
+    assert runner.join_negative_lists(p, ["--verbose", "-1,2"]) == ["--verbose", "-1,2"]
+    assert runner.join_negative_lists(p, ["--bbox", "-x,2"]) == ["--bbox", "-x,2"]
+    assert runner.join_negative_lists(p, ["--bbox", "-1.5e-3,2,3,4"]) == ["--bbox=-1.5e-3,2,3,4"]
+    assert runner.join_negative_lists(p, ["--bbox=-1,2,3,4"]) == ["--bbox=-1,2,3,4"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from benchmarks import deep_share
 
@@ -97,6 +98,10 @@ def test_ablation_pairs_each_version_with_the_baseline_and_with_both(realdata_di
         worse = row["summary_only"]["vs_both"]
         assert worse["diff_mean"] > 5.0 and worse["embedding_better"] == 0.0  # MAE up
         assert row["best_baseline"]["name"] not in deep_share.VERSIONS
+        # MAE is its own error: the paired mean is the difference of the two mean errors
+        for v in deep_share.VERSIONS:
+            d = row[v]["vs_baseline"]["diff_mean"]
+            assert d == pytest.approx(row[v]["error"] - row["best_baseline"]["error"])
     # with the whole pool, kNN (k=5) on the exact target's line misses by under the spacing
     assert table["max"]["both"]["error"] < 10.0 < table["max"]["summary_only"]["error"]
     text = deep_share.ablation_markdown("pts", table, regression=True)

@@ -481,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset",
         required=True,
         help="sim:SEED:BIOME | simfine:SEED:BIOME[:crops|forests] | simlai:SEED:BIOME | "
-        "simchange:SEED:BIOME | eolearn[:s2|:s2dem] | points:OBS:LABELS | fuel_moisture[:val]",
+        "simchange:SEED:BIOME | eolearn[:s2|:s2dem][:val] | points:OBS:LABELS | fuel_moisture[:val]",
     )
     p.add_argument("--embedder", default="baselines", help="baselines | BUNDLE_PATH | module:fn")
     p.add_argument(

@@ -140,6 +140,42 @@ def test_eolearn_like_for_like_variants(realdata_dir, variant):
         datasets.load_dataset("eolearn:ndvi", data_dir=realdata_dir / "eolearn_slovenia")
 
 
+@pytest.mark.parametrize("variant", ["", ":s2", ":s2dem"])
+def test_eolearn_validation_split_reads_the_train_pool_only(realdata_dir, variant):
+    d = realdata_dir / "eolearn_slovenia"
+    full = datasets.load_dataset(f"eolearn{variant}", data_dir=d)
+    val = datasets.load_dataset(f"eolearn{variant}:val", data_dir=d)
+    assert val.name == f"eolearn{variant}:val" and "validation" in val.info["split"]
+    # Every pixel comes from the full set's train pool, with its label; no test pixel.
+    pos = {int(p): i for i, p in enumerate(full.pixel_index)}
+    rows = np.array([pos[int(p)] for p in val.pixel_index])
+    assert not full.is_test[rows].any()
+    np.testing.assert_array_equal(val.labels, full.labels[rows])
+    if variant == "":  # the NDVI pseudo-band follows its pixels
+        np.testing.assert_array_equal(
+            val.extra_series["ndvi"].values, full.extra_series["ndvi"].values[:, rows]
+        )
+    # The sides: no 8-neighbours across them (the 1 px buffer), the counts of the docstring.
+    w = full.observations.spatial_shape[1]
+    r, c = np.divmod(val.pixel_index, w)
+    fit, held = ~val.is_test, val.is_test
+    gap = np.maximum(abs(r[fit, None] - r[None, held]), abs(c[fit, None] - c[None, held]))
+    assert gap.min() >= 2
+    names = {v: k for k, v in val.class_names.items()}
+    counts = {
+        n: (int((val.labels[fit] == names[n]).sum()), int((val.labels[held] == names[n]).sum()))
+        for n in ("forest", "grassland", "shrubland", "artificial surface")
+    }
+    assert counts == {
+        "forest": (544, 410),
+        "grassland": (394, 516),
+        "shrubland": (57, 47),
+        "artificial surface": (16, 13),
+    }
+    with pytest.raises(ValueError, match=r"eolearn\[:s2\|:s2dem\]\[:val\]"):
+        datasets.load_dataset("eolearn:s2:dem:val", data_dir=d)
+
+
 def test_fine_group_labels_by_hand():
     lab = np.array([[1, 2, 3], [4, 5, 6], [7, 2, 4]])
     crops, ids = datasets.fine_group_labels(lab, "crops")

@@ -50,21 +50,6 @@ CFG = dict(
 )
 
 
-def take(p, idx):
-    """Points `idx` of a point set."""
-    sources = {
-        k: dataclasses.replace(v, values=v.values[:, idx], valid=v.valid[:, idx])
-        for k, v in p.sources.items()
-    }
-    return dataclasses.replace(
-        p,
-        sources=sources,
-        point_ids=None if p.point_ids is None else p.point_ids[idx],
-        lon=None if p.lon is None else p.lon[idx],
-        lat=None if p.lat is None else p.lat[idx],
-    )
-
-
 def augment(p, rng, cfg):
     """One view of a point set: sources dropped, a random window, frames dropped per pixel."""
     src = dict(p.sources)
@@ -177,7 +162,7 @@ def main():
         for i in range(cfg["views"]):
             for c0 in range(0, n, 128):
                 rows = np.arange(c0, min(n, c0 + 128))
-                v[i, rows] = pixel_summaries(bundle, augment(take(p, rows), rng, cfg))
+                v[i, rows] = pixel_summaries(bundle, augment(select_pixels(p, rows), rng, cfg))
         full.append(s)
         views.append(v)
         print(f"{name}: {n} px, views after {time.time() - t:.0f} s", flush=True)

@@ -50,8 +50,14 @@ CFG = dict(
 )
 
 
+MONTH_MS = 30.4 * 86400e3
+
+
 def augment(p, rng, cfg):
-    """One view of a point set: sources dropped, a random window, frames dropped per pixel."""
+    """One view of a point set: sources dropped, a random window, frames dropped per pixel;
+    with cfg["pcomp"] (label_views.py; absent here, and then no random number is drawn for
+    it) the view is one frame a month with that probability: each pixel keeps the first
+    valid frame of every 30.4-day bin."""
     src = dict(p.sources)
     timed = [k for k in src if src[k].num_frames > 1]
     for k in list(src):
@@ -63,9 +69,10 @@ def augment(p, rng, cfg):
     if timed and rng.random() < cfg["pwin"]:
         lo = min(src[k].times_ms.min() for k in timed)
         hi = max(src[k].times_ms.max() for k in timed)
-        length = int(rng.integers(3, 13)) * 30.4 * 86400e3
+        length = int(rng.integers(3, 13)) * MONTH_MS
         t0 = lo + rng.random() * max(0.0, hi - lo - length)
         span = (t0, t0 + length)
+    monthly = cfg.get("pcomp", 0.0) > 0 and rng.random() < cfg["pcomp"]
     out = {}
     for k, v in src.items():
         valid = v.valid.copy()
@@ -73,6 +80,11 @@ def augment(p, rng, cfg):
             valid &= rng.random(valid.shape) > rng.uniform(0, cfg["pfr"])
             if span is not None:
                 valid &= ((v.times_ms >= span[0]) & (v.times_ms < span[1]))[:, None, None]
+            if monthly:
+                bins = np.floor((v.times_ms - v.times_ms.min()) / MONTH_MS).astype(int)
+                for b in np.unique(bins):
+                    idx = np.flatnonzero(bins == b)
+                    valid[idx] &= np.cumsum(valid[idx], axis=0) == 1
         values = np.where(valid[..., None], v.values, np.nan)
         out[k] = dataclasses.replace(v, valid=valid, values=values)
     return dataclasses.replace(p, sources=out)
@@ -94,8 +106,9 @@ def mlp(layers, x):
     return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def probe(ds, vectors, repeats=30, seed=0):
-    """Each vector set against the best designed baseline per budget (evaluate's protocol)."""
+def draws_of(ds, vectors, repeats=30, seed=0):
+    """evaluate's probes on the designed baselines and `vectors`: ({name: {budget: {probe:
+    [metric per draw]}}}, the baselines' names, the metric's error function)."""
     sets = _baseline_sets(ds, seed)
     baselines = list(sets)
     sets.update(vectors)
@@ -108,12 +121,16 @@ def probe(ds, vectors, repeats=30, seed=0):
             n: {bk: {p: v["mae"] for p, v in e.items()} for bk, e in d.items()}
             for n, d in raw.items()
         }
-        error = identity_error
-    else:
-        budgets = parse_budgets(DEFAULT_BUDGETS["classification"])
-        draws = {}
-        probe_feature_sets(sets, ds.labels, ds.is_test, budgets, repeats, seed, PROBES, None, draws)
-        error = accuracy_error
+        return draws, baselines, identity_error
+    budgets = parse_budgets(DEFAULT_BUDGETS["classification"])
+    draws = {}
+    probe_feature_sets(sets, ds.labels, ds.is_test, budgets, repeats, seed, PROBES, None, draws)
+    return draws, baselines, accuracy_error
+
+
+def probe(ds, vectors, repeats=30, seed=0):
+    """Each vector set against the best designed baseline per budget (evaluate's protocol)."""
+    draws, baselines, error = draws_of(ds, vectors, repeats, seed)
     for bk in draws[next(iter(vectors))]:
         base, base_probe, base_err = best_entry({n: draws[n][bk] for n in baselines}, error=error)
         ref = draws[base][bk][base_probe]

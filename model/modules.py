@@ -46,8 +46,8 @@ def normal_init(stddev: float):
     Eagerly the sampler and the scaling are two XLA programs; traced into one (a jitted
     `train.init_state`), XLA folds the scale into the sampler's own constant (sqrt 2) and a
     few values move by an ulp. The barrier keeps them apart, so the jitted init (seconds)
-    gives the parameters the eager one (a minute of op-by-op compiles) gave, and
-    `make pretrain` still reproduces the shipped bundle bit for bit.
+    gives the parameters the eager one (a minute of op-by-op compiles) gave, and training
+    from the same data stays bit for bit the same.
     """
 
     def init(key, shape, dtype=jnp.float32):

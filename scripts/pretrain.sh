@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Reproduce the shipped demo model (model/weights/tiny): `make pretrain`.
+# Train the shipped demo model's recipe into model/weights/tiny: `make pretrain`. Since the
+# reader masks Sentinel-1 below -40 dB (2026-12-06) this writes tiny-4352eb946561, not the
+# shipped tiny-e554d1efcdb0 (benchmarks/RESULTS.md, "Training: make pretrain").
 #
 # Data: simulated regions of both biome presets (seeds 11 and 12; the benchmarks hold out
 # seeds 101 and 202) as 32 x 32 px patches, plus P = 1 point examples of the real samples in

@@ -1,4 +1,5 @@
-"""tiny_shipped: the recipe of the shipped demo model model/weights/tiny (tiny-e554d1efcdb0).
+"""tiny_shipped: the recipe of the shipped demo model model/weights/tiny (tiny-e554d1efcdb0;
+trained today it gives tiny-4352eb946561: benchmarks/RESULTS.md, "Training: make pretrain").
 
     make pretrain    # = scripts/pretrain.sh, which runs, after building its four data dirs:
     earthembed train --config tiny_shipped --workdir pretrain_work/run \\

@@ -367,7 +367,7 @@ def test_point_table_stats_equal_numpy(points_build):
 
 def test_point_table_rebuild_is_byte_identical(points_build, tmp_path):
     """Two processes instead of one, same flags: the same shard files and stats.json, byte
-    for byte (what lets `make pretrain` reproduce the shipped model's training data)."""
+    for byte (what lets `make pretrain` reproduce its training data from run to run)."""
     out, table = points_build
     again = tmp_path / "again"
     argv = ["--observations", str(table), "--out", str(again), "--eval-fraction", "0.2"]

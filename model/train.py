@@ -14,8 +14,7 @@ uniformity); the mean mu of an example aligns with its label's embedding (CLIP-s
 every pixel with a land-cover class is classified against the label table (label). Options:
 `train.label_window` feeds that term unperturbed pixels of many recent examples instead of
 the step's crops (LabelWindow), `loss.label_linear` adds it for the summary's linear
-map alone, `loss.linear_labels_only` lets only that term train the linear map, and
-`loss.label_drop_sources` hides sources (e.g. the DEM) from the label terms.
+map alone, and `loss.linear_labels_only` lets only that term train the linear map.
 
 Everything random in a step is drawn from (seed, step): the batch (see input_pipeline), the
 context crop, the perturbation and the vMF sample, so a run resumed from a checkpoint ends
@@ -246,16 +245,9 @@ def loss_fn(params, ema_params, inputs, labels, key, config):
         label_inputs = window["inputs"]
         lc = jnp.asarray(window["landcover"]).astype(jnp.int32)
         obs_l = jnp.ones(lc.shape, bool)
-    # `loss.label_drop_sources`: the label terms see these sources absent.
-    drop = [s.strip() for s in w.get("label_drop_sources", "").split(",") if s.strip()]
-    if drop:
-        label_inputs = _drop_sources(label_inputs, drop)
-    if w.get("label", 0.0):
-        if window is not None:
-            strips = modules.create_model(_without_context(config))
-            mu_l, obs_l = strips.apply({"params": model_params}, label_inputs, method=strips.encode)
-        elif drop:
-            mu_l, obs_l = model.apply({"params": model_params}, label_inputs, method=model.encode)
+    if w.get("label", 0.0) and window is not None:
+        strips = modules.create_model(_without_context(config))
+        mu_l, obs_l = strips.apply({"params": model_params}, label_inputs, method=strips.encode)
     has_class = (lc >= 0) & (lc < table.shape[0])
     unit_table = vmf.l2_normalize(table)
     label = jnp.zeros(())
@@ -293,19 +285,6 @@ def loss_fn(params, ema_params, inputs, labels, key, config):
         **{f"recon/{s}": v for s, v in recon_terms.items()},
     }
     return total, metrics
-
-
-def _drop_sources(inputs: Mapping[str, jax.Array], sources: Sequence[str]) -> dict:
-    """The inputs with every frame of `sources` masked out (as if the sources were absent)."""
-    unknown = sorted(set(sources) - set(modules.SOURCES))
-    if unknown:
-        raise ValueError(
-            f"loss.label_drop_sources: unknown sources {unknown}; known: {list(modules.SOURCES)}"
-        )
-    return {
-        k: jnp.zeros_like(v) if k.endswith("/mask") and k[: -len("/mask")] in sources else v
-        for k, v in inputs.items()
-    }
 
 
 def _without_context(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

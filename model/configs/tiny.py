@@ -104,10 +104,6 @@ def get_config() -> ml_collections.ConfigDict:
     w.label_linear = 0.0
     # True: only label_linear trains the summary's linear map (the other terms see it frozen).
     w.linear_labels_only = False
-    # Comma-separated sources the label terms do not see (their inputs masked out), e.g.
-    # "cop_dem": the classes of a few labelled regions sit at region-specific elevations, and
-    # a read-out that learns them maps a wetland on higher ground to forest elsewhere.
-    w.label_drop_sources = ""
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.model = 1  # size of the 'model' axis; the rest of the devices form 'data'

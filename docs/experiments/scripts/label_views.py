@@ -25,13 +25,13 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 from sim_label_heads import train_head
-from view_contrastive import CFG, augment, draws_of, mlp
+from view_contrastive import CFG, augment, best_of, draws_of, mlp
 
 from benchmarks.deep_share import pixel_summaries
 from evaluation.baselines import select_pixels
 from evaluation.datasets import load_dataset
 from evaluation.evaluate import embed_pixels
-from evaluation.paired import best_entry, paired_stats
+from evaluation.paired import paired_stats
 from model import load_bundle
 
 
@@ -61,12 +61,6 @@ def sim_views(bundle, cache_dir, n_views, cfg, out: Path):
     s, v, y = np.concatenate(ss), np.concatenate(vs, axis=1), np.concatenate(ys)
     np.savez(out, s=s, v=v, y=y)
     return s, v, y
-
-
-def _best(draws, name, bk, error):
-    """The per-draw metric of `name`'s best probe at budget `bk`, and its mean error."""
-    _, p, err = best_entry({name: draws[name][bk]}, error=error)
-    return np.asarray(draws[name][bk][p], np.float64), err
 
 
 def main():
@@ -102,12 +96,8 @@ def main():
         draws, baselines, error = draws_of(ds, vectors)
         print(name, flush=True)
         for bk in draws["shipped"]:
-            base, base_probe, base_err = best_entry(
-                {n: draws[n][bk] for n in baselines}, error=error
-            )
-            ref = draws[base][bk][base_probe]
-
-            ship, ship_err = _best(draws, "shipped", bk, error)
+            base, base_probe, base_err, ref = best_of(draws, baselines, bk, error)
+            _, _, ship_err, ship = best_of(draws, ["shipped"], bk, error)
             d_ship = paired_stats(ship, ref, error=error)["diff_mean"]
             print(
                 f"  {bk}: best baseline {base}/{base_probe} {base_err:.4f}; shipped "
@@ -116,8 +106,8 @@ def main():
             )
             rows = []
             for seed in seeds:
-                f, f_err = _best(draws, f"full{seed}", bk, error)
-                w, w_err = _best(draws, f"views{seed}", bk, error)
+                _, _, f_err, f = best_of(draws, [f"full{seed}"], bk, error)
+                _, _, w_err, w = best_of(draws, [f"views{seed}"], bk, error)
                 rows.append(
                     (
                         paired_stats(f, ref, error=error)["diff_mean"],

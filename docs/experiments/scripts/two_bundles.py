@@ -13,11 +13,11 @@ import argparse
 import numpy as np
 
 # The script beside this one: evaluate's probes, per draw.
-from view_contrastive import draws_of
+from view_contrastive import best_of, draws_of
 
 from evaluation.datasets import load_dataset
 from evaluation.evaluate import embed_pixels
-from evaluation.paired import best_entry, paired_stats
+from evaluation.paired import paired_stats
 from model import load_bundle
 
 
@@ -45,12 +45,10 @@ def main():
         )
         draws, baselines, error = draws_of(ds, vectors)
         for bk in draws["shipped"]:
-            base, bp, berr = best_entry({n: draws[n][bk] for n in baselines}, error=error)
-            ref = draws[base][bk][bp]
+            base, bp, berr, ref = best_of(draws, baselines, bk, error)
             cells, best = [], {}
             for v in vectors:
-                _, p, err = best_entry({v: draws[v][bk]}, error=error)
-                best[v] = draws[v][bk][p]
+                _, p, err, best[v] = best_of(draws, [v], bk, error)
                 st = paired_stats(best[v], ref, error=error)
                 lo, hi = st["diff_ci95"]
                 cells.append(f"{v}/{p} {err:.4f} d={st['diff_mean']:+.4f} ({lo:+.4f}..{hi:+.4f})")

@@ -128,16 +128,22 @@ def draws_of(ds, vectors, repeats=30, seed=0):
     return draws, baselines, accuracy_error
 
 
+def best_of(draws, names, bk, error):
+    """The best of `names` (feature sets) and their probes at budget `bk`: (name, probe, mean
+    error, its metric per draw)."""
+    name, p, err = best_entry({n: draws[n][bk] for n in names}, error=error)
+    return name, p, err, draws[name][bk][p]
+
+
 def probe(ds, vectors, repeats=30, seed=0):
     """Each vector set against the best designed baseline per budget (evaluate's protocol)."""
     draws, baselines, error = draws_of(ds, vectors, repeats, seed)
     for bk in draws[next(iter(vectors))]:
-        base, base_probe, base_err = best_entry({n: draws[n][bk] for n in baselines}, error=error)
-        ref = draws[base][bk][base_probe]
+        base, base_probe, base_err, ref = best_of(draws, baselines, bk, error)
         cells = [f"{bk}: best baseline {base}/{base_probe} error {base_err:.4f}"]
         for v in vectors:
-            _, p, err = best_entry({v: draws[v][bk]}, error=error)
-            st = paired_stats(draws[v][bk][p], ref, error=error)
+            _, p, err, mine = best_of(draws, [v], bk, error)
+            st = paired_stats(mine, ref, error=error)
             lo, hi = st["diff_ci95"]
             cells.append(f"{v}/{p} {err:.4f} d={st['diff_mean']:+.4f} ({lo:+.4f}..{hi:+.4f})")
         print("  " + " | ".join(cells), flush=True)

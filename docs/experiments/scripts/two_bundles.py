@@ -1,5 +1,4 @@
-"""Study script (benchmarks/RESULTS.md, "The bundle `make pretrain` writes today"; not product
-code): two bundles on the same data sets and the same draws, each against the best designed
+"""Study script (docs/experiments/2026-12-07-pretrain-rerun-and-seed.md; not product code): two bundles on the same data sets and the same draws, each against the best designed
 baseline and against each other (paired), and how far apart their vectors are.
 
     .venv/bin/python docs/experiments/scripts/two_bundles.py --other B --cache-dir C \\

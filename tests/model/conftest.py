@@ -7,7 +7,7 @@ import pytest
 # `_small_config(steps=12)` is the config of test_train's resume test, test_train_step's
 # non-finite and one-device tests and the e2e chain: one training step, compiled once per
 # process (train.shard_training keeps it) and shared across processes by the persistent
-# compilation cache of tests/conftest.py (a hit there costs the trace, ~5 s, not the ~100 s
+# compilation cache of tests/conftest.py (a hit there costs the trace, ~5 s, not the ~25 s
 # compile).
 
 

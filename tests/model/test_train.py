@@ -2,10 +2,10 @@
 batches resume, metrics are written. One step and the loss terms: test_train_step.py (run on
 the same worker, after this file: tests/conftest.py's ONE_WORKER).
 
-Each distinct training step costs a compile of ~100 CPU s; the tests share two: the label
-window's (`_WINDOW`: the loss-falls and window-resume tests) and `small_config(steps=12)`
-(the plain resume test, test_train_step.py's and the e2e chain's, through JAX's persistent
-compilation cache)."""
+Each distinct training step costs a compile of ~25 CPU s (fast_compile); the tests share
+two: the label window's (`_WINDOW`: the loss-falls and window-resume tests) and
+`small_config(steps=12)` (the plain resume test, test_train_step.py's and the e2e chain's,
+through JAX's persistent compilation cache)."""
 
 from __future__ import annotations
 

@@ -294,6 +294,21 @@ def _without_context(config: ml_collections.ConfigDict) -> ml_collections.Config
     return c
 
 
+def all_finite(loss: jax.Array, grads) -> jax.Array:
+    """Whether the loss and every gradient value are finite (a bool scalar).
+
+    One reduction over all the gradients' values: a stack of one check per array became a
+    chain of 183 scalar ANDs (tiny) that XLA fused a copy of into each of the 4 x 183
+    selects of `train_step`: 327k lines of compiled HLO, the test config's step compiled in
+    106 s on CPU; 78k lines and 47 s this way, tiny_shipped's state bit-identical after 3
+    steps (docs/experiments/2026-12-07-test-suite-compiles.md).
+    """
+    leaves = jax.tree_util.tree_leaves(grads)
+    return jnp.isfinite(loss) & jnp.all(
+        jnp.isfinite(jnp.concatenate([jnp.ravel(g) for g in leaves]))
+    )
+
+
 def train_step(state: TrainState, inputs, labels, key, config):
     """One optimizer step; a non-finite loss or gradient leaves the state unchanged."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -308,21 +323,12 @@ def train_step(state: TrainState, inputs, labels, key, config):
     new_ema = jax.tree_util.tree_map(
         lambda e, p: decay * e + (1 - decay) * p, state.ema_params, new_params
     )
-    # One reduction over all the gradients' values. A stack of one check per array became a
-    # chain of 183 scalar ANDs (tiny) that XLA fused a copy of into each of the 4 x 183
-    # selects below: 327k lines of compiled HLO, the test config's step compiled in 106 s on
-    # CPU; 78k lines and 47 s this way, tiny_shipped's state bit-identical after 3 steps.
-    finite = jnp.isfinite(loss) & jnp.all(
-        jnp.isfinite(jnp.concatenate([jnp.ravel(g) for g in jax.tree_util.tree_leaves(grads)]))
-    )
+    finite = all_finite(loss, grads)
 
-    # One cond over the whole state rather than a jnp.where per array: the same values, but
-    # XLA then builds each array's update once (it fused a copy of the update into each of
-    # the 4 x 183 selects of the tiny config: its step compiled in twice the time on CPU).
-    # A select per array, not one lax.cond over the state: the cond compiles in half the CPU
-    # time, but XLA then fuses the update differently and the parameters differ in the last
-    # bits (1,130 of 203,354 after 3 steps of tiny_shipped), so `make pretrain` would no
-    # longer reproduce the shipped bundle byte for byte.
+    # A select per array, not one lax.cond over the state: a cond fuses the update
+    # differently and the parameters differ in the last bits (1,130 of 203,354 after 3 steps
+    # of tiny_shipped, measured when the finiteness check was still a stack of per-array
+    # checks), so `make pretrain` would no longer repeat its bundle byte for byte.
     def pick(new, old):
         return jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
 
@@ -346,8 +352,7 @@ def train_step(state: TrainState, inputs, labels, key, config):
 # Jitted steps of this process by (what a step reads of the config, state placement), oldest
 # first: a run resumed or repeated in the same process (the tests, a notebook) reuses the
 # compiled step. Compiling the test config's step again costs ~50 CPU s (~25 s without
-# LLVM's optimizations, as the tests compile it); a
-# persistent-cache hit still costs its trace and lowering (5-8 s) plus the load (1-17 s
+# LLVM's optimizations, as the tests compile it); a persistent-cache hit still costs its trace and lowering (5-8 s) plus the load (1-17 s
 # measured under load).
 _STEP_FNS: dict = {}
 _MAX_STEP_FNS = 4

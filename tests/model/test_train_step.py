@@ -42,6 +42,16 @@ def test_nonfinite_step_leaves_the_state_unchanged(tiny_td, small_config):
         np.testing.assert_array_equal(a, b)
 
 
+def test_all_finite_checks_the_loss_and_every_gradient_value():
+    grads = {"a": np.ones((2, 3), np.float32), "b": {"c": np.zeros(4, np.float32)}}
+    check = jax.jit(train.all_finite)
+    assert bool(check(np.float32(1.0), grads))
+    assert not bool(check(np.float32(np.nan), grads))
+    for bad in (np.nan, np.inf, -np.inf):
+        g = {"a": grads["a"], "b": {"c": np.array([0, 0, bad, 0], np.float32)}}
+        assert not bool(check(np.float32(1.0), g)), bad  # a finite loss, one bad gradient
+
+
 # One step on all the devices of a process started with 4 host devices, from the state and
 # batch of the test (saved by it): the state is initialized once, by the test.
 _ONE_STEP = textwrap.dedent(
